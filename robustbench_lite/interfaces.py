@@ -1,0 +1,142 @@
+"""The plugin contract: the four kinds of plugin and the data they exchange.
+
+Every plugin is a class with a unique ``name``, a one-line ``description`` and declared
+``options``; an instance carries one resolved setting of those options. Conventions every
+plugin relies on:
+
+* images and feature vectors are float tensors in [0, 1], shape (N, ...);
+* labels are int64 class indices;
+* models map inputs to logits (any per-sample shift of the logits, such as log-softmax, is fine)
+  and normalise internally: the core wraps every built network in :class:`Normalize`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from .options import Option, format_value, resolve_options
+
+
+class Plugin:
+    """Common base: declared options resolved into attributes and a canonical label."""
+
+    kind: ClassVar[str] = "plugin"
+    name: ClassVar[str]
+    description: ClassVar[str]
+    options: ClassVar[tuple[Option, ...]] = ()
+
+    def __init__(self, **options: Any) -> None:
+        self.settings: dict[str, Any] = resolve_options(self.options, options, f"{self.kind} {self.name!r}")
+        for key, value in self.settings.items():
+            setattr(self, key, value)
+
+    @property
+    def label(self) -> str:
+        """``name`` plus the options that differ from their defaults, e.g. ``pgd[steps=30]``."""
+        changed = [
+            f"{option.name}={format_value(self.settings[option.name])}"
+            for option in self.options
+            if self.settings[option.name] != option.default
+        ]
+        return f"{self.name}[{','.join(changed)}]" if changed else self.name
+
+    def __repr__(self) -> str:
+        return f"<{self.kind} {self.label}>"
+
+
+class Attack(Plugin, abc.ABC):
+    """An evasion attack bounded by ``eps`` in the norm ``norm`` (``"linf"`` or ``"l2"``)."""
+
+    kind: ClassVar[str] = "attack"
+    norm: ClassVar[str] = "linf"
+
+    @abc.abstractmethod
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+        """Return adversarial inputs for ``(x, y)``: same shape, inside the eps-ball and [0, 1].
+
+        ``model`` is in eval mode with its parameters frozen; the attack must not change either.
+        """
+
+
+class Defense(Plugin, abc.ABC):
+    """A training recipe: the loss minimised on each minibatch."""
+
+    kind: ClassVar[str] = "defense"
+
+    @abc.abstractmethod
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+        """Scalar training loss on one minibatch; ``eps`` is the training budget of the run.
+
+        ``model`` is in train mode on entry and must be in train mode on return.
+        """
+
+
+class ModelBuilder(Plugin, abc.ABC):
+    """Builds a fresh, randomly initialised network for a dataset's input shape and classes."""
+
+    kind: ClassVar[str] = "model"
+
+    @abc.abstractmethod
+    def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+        """Return the network; raise :class:`~robustbench_lite.errors.UsageError` for shapes it cannot take."""
+
+    def optimizer(self, parameters: Any) -> torch.optim.Optimizer:
+        """The optimizer this architecture trains with; Adam(1e-3) unless a model says otherwise."""
+        return torch.optim.Adam(parameters, lr=1e-3)
+
+
+@dataclass
+class Dataset:
+    """A loaded dataset: inputs in [0, 1], int64 labels, and the statistics the model normalises with."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: Sequence[str]
+    mean: Sequence[float]
+    std: Sequence[float]
+    source: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_test.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+class DatasetLoader(Plugin, abc.ABC):
+    """Loads a dataset and says which benchmark settings suit it by default."""
+
+    kind: ClassVar[str] = "dataset"
+    default_eps: ClassVar[tuple[float, ...]]
+    default_train_eps: ClassVar[float]
+    default_epochs: ClassVar[int]
+
+    @abc.abstractmethod
+    def load(self, data_dir: Path) -> Dataset:
+        """Load train and test splits; raise DatasetMissingError naming the files and where they go."""
+
+
+class Normalize(nn.Module):
+    """Per-channel (or per-feature) standardisation, so that models take inputs in [0, 1]."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], input_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        shape = (1, len(mean)) + (1,) * (len(input_shape) - 1)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).reshape(shape))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).reshape(shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std

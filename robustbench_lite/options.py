@@ -1,0 +1,148 @@
+"""Typed plugin options and the ``name[key=value,...]`` spec syntax used on the command line.
+
+A plugin declares its options once (name, type, default, help); the same declaration validates
+values from the CLI (strings) and from Python (native values), prints in ``rbl list`` and makes
+the canonical label that keys results and cached checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import UsageError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_NONE = {"none", "null", ""}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a plugin.
+
+    ``type`` is int, float, bool or str. A default of None means "unset" (the plugin documents
+    what it then does). ``minimum``/``maximum`` bound numbers, ``choices`` bounds strings.
+    """
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] | None = None
+
+    def coerce(self, value: Any, owner: str) -> Any:
+        """Convert ``value`` (a CLI string or a Python value) to this option's type, or raise UsageError."""
+        where = f"option {self.name!r} of {owner}"
+        if value is None or (isinstance(value, str) and value.strip().lower() in _NONE):
+            if self.default is None:
+                return None
+            raise UsageError(f"{where} needs a value of type {self.type.__name__}")
+        try:
+            converted = self._convert(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"{where} must be of type {self.type.__name__}, got {value!r}") from None
+        if isinstance(converted, float) and not math.isfinite(converted):
+            raise UsageError(f"{where} must be a finite number, got {value!r}")
+        if self.minimum is not None and converted < self.minimum:
+            raise UsageError(f"{where} must be >= {self.minimum}, got {value!r}")
+        if self.maximum is not None and converted > self.maximum:
+            raise UsageError(f"{where} must be <= {self.maximum}, got {value!r}")
+        if self.choices is not None and converted not in self.choices:
+            raise UsageError(f"{where} must be one of {', '.join(self.choices)}; got {value!r}")
+        return converted
+
+    def _convert(self, value: Any) -> Any:
+        if self.type is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise ValueError(value)
+        if self.type is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if self.type is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        return self.type(value)
+
+
+def resolve_options(declared: tuple[Option, ...], given: Mapping[str, Any], owner: str) -> dict[str, Any]:
+    """Validate ``given`` against ``declared`` and fill in defaults, in declaration order."""
+    by_name = {option.name: option for option in declared}
+    for key in given:
+        if key not in by_name:
+            valid = ", ".join(by_name) or "none"
+            raise UsageError(f"unknown option {key!r} for {owner}; valid options: {valid}")
+    return {
+        option.name: option.coerce(given[option.name], owner) if option.name in given else option.default
+        for option in declared
+    }
+
+
+def format_value(value: Any) -> str:
+    """Render an option value the way the spec syntax reads it back."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """A plugin name with raw option values, as written ``name[key=value,...]``."""
+
+    name: str
+    options: Mapping[str, Any]
+
+    @classmethod
+    def parse(cls, text: str) -> PluginSpec:
+        text = text.strip()
+        if not text:
+            raise UsageError("empty plugin name")
+        if "[" not in text:
+            if "]" in text:
+                raise UsageError(f"malformed plugin spec {text!r}; expected name[key=value,...]")
+            return cls(text, {})
+        name, _, rest = text.partition("[")
+        if not rest.endswith("]") or not name.strip():
+            raise UsageError(f"malformed plugin spec {text!r}; expected name[key=value,...]")
+        options: dict[str, str] = {}
+        body = rest[:-1].strip()
+        for pair in body.split(",") if body else []:
+            key, sep, value = pair.partition("=")
+            if not sep or not key.strip():
+                raise UsageError(f"malformed option {pair!r} in {text!r}; expected key=value")
+            options[key.strip()] = value.strip()
+        return cls(name.strip(), options)
+
+
+def split_spec_list(text: str) -> list[PluginSpec]:
+    """Split ``"fgsm,pgd[steps=5,restarts=2]"`` on the commas outside brackets."""
+    items, depth, current = [], 0, []
+    for char in text:
+        if char == "[":
+            depth += 1
+        elif char == "]":
+            depth -= 1
+        if char == "," and depth == 0:
+            items.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    items.append("".join(current))
+    specs = [PluginSpec.parse(item) for item in items if item.strip()]
+    if not specs:
+        raise UsageError(f"empty plugin list {text!r}")
+    return specs

@@ -1,0 +1,55 @@
+"""Shared fixtures: the real data beside the project, and a fixed seed for every test."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """``../shared/data`` (real MNIST and a CIFAR-10 subset); tests using it skip where it is absent."""
+    if not (SHARED_DATA / "MNIST" / "raw").is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("RBL_REALDATA") == "1":
+        return
+    skip = pytest.mark.skip(reason="long real-data check; set RBL_REALDATA=1 to run")
+    for item in items:
+        if "realdata" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def install_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Install a one-module distribution with an entry point in our group, as pip would, for this test only."""
+    from robustbench_lite.registry import default_registry
+
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+
+    def install(distribution: str, module: str, source: str) -> None:
+        (site / f"{module}.py").write_text(textwrap.dedent(source))
+        info = site / f"{distribution.replace('-', '_')}-1.2.3.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 1.2.3\n")
+        (info / "entry_points.txt").write_text(f"[robustbench_lite]\n{module} = {module}\n")
+        default_registry.cache_clear()
+
+    yield install
+    default_registry.cache_clear()

@@ -1,0 +1,68 @@
+"""Discovery through entry points, exactly as a third-party distribution is found."""
+
+import pytest
+
+from robustbench_lite.errors import UsageError
+from robustbench_lite.registry import PluginLoadWarning, Registry
+
+PLUGIN_SOURCE = '''
+import torch
+from robustbench_lite import Attack, hookimpl
+
+class Noise(Attack):
+    name = "{name}"
+    description = "random sign noise of size eps"
+
+    def perturb(self, model, x, y, eps):
+        return torch.clamp(x + eps * torch.randn_like(x).sign(), 0, 1)
+
+@hookimpl
+def register_attacks(register):
+    register(Noise)
+'''
+
+
+def test_builtins_come_from_this_distributions_entry_points():
+    registry = Registry()
+    for kind, names in {
+        "attacks": {"fgsm", "pgd"},
+        "defenses": {"none", "at-fgsm", "at-pgd"},
+        "models": {"mlp", "cnn", "lenet", "vgg19", "wrn-28-10", "resnet18"},
+        "datasets": {"cifar10", "mnist", "moons", "npz", "synthetic"},
+    }.items():
+        infos = registry.infos(kind)
+        assert names <= set(infos)
+        assert {infos[name].distribution for name in names} == {"robustbench-lite"}
+
+
+def test_third_party_distribution_shows_up(install_plugin):
+    install_plugin("rbl-noise", "rbl_noise_plugin", PLUGIN_SOURCE.format(name="noise"))
+    registry = Registry()
+    info = registry.infos("attacks")["noise"]
+    assert info.provider == "rbl-noise 1.2.3"
+    assert registry.create("attacks", "noise").label == "noise"
+    assert "pgd" in registry.infos("attacks")
+
+
+def test_plugin_that_fails_to_import_is_skipped_with_a_warning(install_plugin):
+    install_plugin("rbl-broken", "rbl_broken_plugin", "raise ImportError('needs libfoo')\n")
+    with pytest.warns(PluginLoadWarning, match=r"'rbl_broken_plugin' from distribution rbl-broken 1.2.3.*needs libfoo"):
+        registry = Registry()
+    assert {"fgsm", "pgd"} <= set(registry.infos("attacks"))
+
+
+def test_same_name_from_two_distributions_is_never_silently_overridden(install_plugin):
+    install_plugin("rbl-evil", "rbl_evil_plugin", PLUGIN_SOURCE.format(name="pgd"))
+    with pytest.warns(PluginLoadWarning, match="'pgd' is registered by both"):
+        registry = Registry()
+    assert "pgd" not in registry.infos("attacks")
+    with pytest.raises(UsageError, match=r"robustbench-lite 0.1.0 and rbl-evil 1.2.3|rbl-evil 1.2.3 and robustbench-lite"):
+        registry.create("attacks", "pgd")
+
+
+def test_unknown_names_list_the_valid_choices_and_a_close_match():
+    registry = Registry()
+    with pytest.raises(UsageError, match=r"unknown attack 'pgdd' \(did you mean 'pgd'\?\); valid choices: .*fgsm.*pgd"):
+        registry.create("attacks", "pgdd")
+    with pytest.raises(UsageError, match="unknown plugin kind 'attack'"):
+        registry.infos("attack")
