@@ -1,0 +1,77 @@
+"""Building blocks for attack plugins: input gradients, projections and the bounds check."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+if TYPE_CHECKING:
+    from .interfaces import Attack
+
+# Float arithmetic on x ± eps can overshoot the ball by an ulp; anything beyond this is a bug.
+BOUNDS_TOLERANCE = 1e-6
+
+
+class AttackBoundsError(RuntimeError):
+    """An attack returned inputs outside its eps-ball or outside [0, 1]."""
+
+
+def loss_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient of the per-sample cross-entropy w.r.t. the input, and the per-sample losses.
+
+    Summing (not averaging) the losses keeps each sample's gradient independent of batch size.
+    Only the input needs a gradient, so parameter gradients are never accumulated.
+    """
+    x = x.detach().requires_grad_(True)
+    losses = F.cross_entropy(model(x), y, reduction="none")
+    (gradient,) = torch.autograd.grad(losses.sum(), x)
+    return gradient, losses.detach()
+
+
+def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Projection onto the l-inf ball of radius eps around x intersected with the [0, 1] box.
+
+    Clipping the perturbation (rather than x_adv) is the reference libraries' arithmetic, so
+    results agree with them bit for bit.
+    """
+    return torch.clamp(x + torch.clamp(x_adv - x, -eps, eps), 0.0, 1.0)
+
+
+def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    """Per-sample norm of a perturbation, for ``norm`` in {"linf", "l2"}."""
+    flat = delta.flatten(1)
+    if norm == "linf":
+        return flat.abs().amax(dim=1)
+    if norm == "l2":
+        return flat.norm(dim=1)
+    raise ValueError(f"unknown norm {norm!r}; valid: linf, l2")
+
+
+def check_bounds(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> None:
+    """Raise AttackBoundsError unless every x_adv lies in the eps-ball around x and in [0, 1]."""
+    if x_adv.shape != x.shape:
+        raise AttackBoundsError(f"attack returned shape {tuple(x_adv.shape)} for inputs of shape {tuple(x.shape)}")
+    if not torch.isfinite(x_adv).all():
+        raise AttackBoundsError("attack returned NaN or infinite inputs")
+    low, high = x_adv.min().item(), x_adv.max().item()
+    if low < -BOUNDS_TOLERANCE or high > 1 + BOUNDS_TOLERANCE:
+        raise AttackBoundsError(f"attack left the [0, 1] box: values in [{low:.6g}, {high:.6g}]")
+    largest = perturbation_norm(x_adv - x, norm).max().item() if len(x) else 0.0
+    if largest > eps + BOUNDS_TOLERANCE:
+        raise AttackBoundsError(f"attack left the {norm} ball: perturbation {largest:.6g} > eps {eps:.6g}")
+
+
+def craft(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    """Run ``attack`` on a model that is being trained: in eval mode, restoring its mode after.
+
+    Defenses use this so that crafting examples never updates batch-norm statistics.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        return attack.perturb(model, x, y, eps).detach()
+    finally:
+        model.train(was_training)
