@@ -1,0 +1,110 @@
+"""Any local image dataset saved as a numpy ``.npz`` archive (e.g. the CIFAR-10 subset in ../shared/data)."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from robustbench_lite.errors import DatasetMissingError, UsageError
+from robustbench_lite.hookspecs import Register, hookimpl
+from robustbench_lite.interfaces import Dataset, DatasetLoader
+from robustbench_lite.options import Option
+
+from ._common import channel_stats, images_to_tensor, labels_to_tensor
+
+REQUIRED = ("x_train", "y_train", "x_test", "y_test")
+EXPECTED = (
+    "expected a numpy .npz with x_train, x_test (uint8 images, (N, H, W, C) or grayscale (N, H, W)), "
+    "y_train, y_test (integer labels, (N,)) and optionally classes (names)"
+)
+
+
+def read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The required arrays (and ``classes`` if present) of the archive, checked; UsageError naming what is wrong."""
+
+    def fail(problem: str) -> UsageError:
+        return UsageError(f"npz file {path}: {problem}; {EXPECTED}")
+
+    try:
+        # allow_pickle=False: a data file must never be able to run code.
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise fail("is a single .npy array, not an .npz archive")
+        with loaded as archive:
+            missing = [key for key in REQUIRED if key not in archive.files]
+            if missing:
+                raise fail(f"missing key(s) {', '.join(missing)} (has {', '.join(archive.files) or 'none'})")
+            arrays = {key: archive[key] for key in (*REQUIRED, "classes") if key in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise fail(f"is not a readable .npz archive ({type(error).__name__}: {error})") from None
+
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.dtype != np.uint8:
+            raise fail(f"x_{split} has dtype {x.dtype}, not uint8")
+        if x.ndim not in (3, 4) or min(x.shape, default=0) == 0:
+            raise fail(f"x_{split} has shape {x.shape}, not (N, H, W, C) or (N, H, W)")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise fail(f"y_{split} has dtype {y.dtype}, not an integer type")
+        if y.shape != (len(x),):
+            raise fail(f"y_{split} has shape {y.shape}, not ({len(x)},) to match x_{split}")
+        if y.min() < 0:
+            raise fail(f"y_{split} has negative labels")
+    train_shape, test_shape = arrays["x_train"].shape[1:], arrays["x_test"].shape[1:]
+    if train_shape != test_shape:
+        raise fail(f"x_train images are {train_shape} but x_test images are {test_shape}")
+    if "classes" in arrays:
+        classes = arrays["classes"]
+        top = max(int(arrays["y_train"].max()), int(arrays["y_test"].max()))
+        if classes.ndim != 1 or top >= len(classes):
+            raise fail(f"classes has shape {classes.shape}, but the labels need {top + 1} names")
+    return arrays
+
+
+class Npz(DatasetLoader):
+    """Images and labels from a local ``.npz``: x_train/y_train/x_test/y_test, optional class names."""
+
+    name = "npz"
+    description = "Local .npz file: uint8 images x_train/x_test (NHWC or NHW), labels y_train/y_test, optional classes"
+    options = (
+        Option("path", str, None, "the .npz file; relative paths are relative to the current directory"),
+    )
+    default_eps = (0.0, 0.01, 0.03, 0.1, 0.2)
+    default_train_eps = 8 / 255
+    default_epochs = 10
+
+    def load(self, data_dir: Path) -> Dataset:
+        if self.path is None:
+            raise UsageError(
+                "dataset 'npz' needs path=FILE, e.g. --dataset 'npz[path=../shared/data/cifar10-subset.npz]'"
+            )
+        # Relative to the current directory, not data_dir: the path is the user's own, typed on the command line.
+        path = Path(self.path).expanduser().absolute()
+        if not path.exists():
+            raise DatasetMissingError(f"npz file {path} not found")
+        arrays = read_arrays(path)
+        x_train = images_to_tensor(arrays["x_train"])
+        if "classes" in arrays:
+            classes = [name.decode() if isinstance(name, bytes) else str(name) for name in arrays["classes"].tolist()]
+        else:
+            top = max(int(arrays["y_train"].max()), int(arrays["y_test"].max()))
+            classes = [str(index) for index in range(top + 1)]
+        mean, std = channel_stats(x_train)
+        return Dataset(
+            name=f"npz:{path.stem}",
+            x_train=x_train,
+            y_train=labels_to_tensor(arrays["y_train"]),
+            x_test=images_to_tensor(arrays["x_test"]),
+            y_test=labels_to_tensor(arrays["y_test"]),
+            classes=classes,
+            mean=mean,
+            std=std,
+            source=str(path),
+        )
+
+
+@hookimpl
+def register_datasets(register: Register) -> None:
+    register(Npz)
