@@ -1,0 +1,137 @@
+"""Leaderboard tables from matrix results, written as CSV, Markdown and a JSON sidecar.
+
+The R&G score of a row is the sum of its accuracies (in %) over the whole eps grid, eps = 0
+included (Khalooei et al.). (model, defense) pairs are ranked by the R&G of their per-sample
+worst case over all attacks, the number an honest comparison rests on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import UsageError
+
+WORST_CASE = "worst-case"
+
+
+def ensure_writable(out_dir: Path) -> None:
+    """Create ``out_dir`` or raise a UsageError naming it, before any work is done."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as error:
+        raise UsageError(f"output folder {str(out_dir)!r} is not writable: {error.strerror or error}") from None
+
+
+def _eps_column(eps: float) -> str:
+    return f"eps={eps:g}"
+
+
+def accuracy_table(cells: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, defense, attack): accuracy (%) at each eps, then the R&G score.
+
+    R&G is missing (NaN) where a cell of the row failed: a partial sum would not be comparable.
+    """
+    grid = sorted(cells["eps"].unique())
+    table = cells.pivot_table(
+        index=["model", "defense", "attack"], columns="eps", values="accuracy", aggfunc="first", dropna=False, sort=False
+    ).reindex(columns=grid)
+    table.columns = [_eps_column(eps) for eps in grid]
+    table["R&G"] = table.sum(axis=1, skipna=False)
+    failed = cells[cells["status"] != "ok"].groupby(["model", "defense", "attack"], sort=False).size()
+    table["failed cells"] = failed.reindex(table.index).fillna(0).astype(int)
+    return table.reset_index()
+
+
+def ranking(cells: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, defense): clean accuracy and the R&G score of each attack and the worst case."""
+    table = accuracy_table(cells)
+    wide = table.pivot_table(index=["model", "defense"], columns="attack", values="R&G", sort=False, dropna=False)
+    attacks = [attack for attack in table["attack"].unique() if attack != WORST_CASE] + [WORST_CASE]
+    wide = wide.reindex(columns=attacks)
+    wide.columns = [f"R&G {attack}" for attack in attacks]
+    clean = table[table["attack"] == WORST_CASE].set_index(["model", "defense"])[_eps_column(0.0)]
+    wide.insert(0, "clean %", clean)
+    wide = wide.reset_index().sort_values(f"R&G {WORST_CASE}", ascending=False, na_position="last", kind="stable")
+    wide.insert(0, "rank", range(1, len(wide) + 1))
+    return wide.reset_index(drop=True)
+
+
+def write(cells: pd.DataFrame, metadata: dict[str, Any], out_dir: Path, name: str) -> dict[str, Path]:
+    """Write ``<name>.csv``, ``<name>.md`` and ``<name>.json`` into ``out_dir``; return their paths."""
+    table = accuracy_table(cells)
+    ranks = ranking(cells)
+    table = table.merge(ranks[["model", "defense", "rank"]], on=["model", "defense"])
+    table["_worst_last"] = table["attack"].eq(WORST_CASE)
+    table = table.sort_values(["rank", "_worst_last"], kind="stable").drop(columns="_worst_last")
+    table = table[["rank"] + [column for column in table.columns if column != "rank"]]
+    paths = {suffix: out_dir / f"{name}.{suffix}" for suffix in ("csv", "md", "json")}
+    _write_text(paths["csv"], table.to_csv(index=False, float_format="%.2f"))
+    _write_text(paths["md"], _markdown(name, ranks, table, cells, metadata))
+    sidecar = {**metadata, "ranking": _records(ranks), "cells": _records(cells)}
+    _write_text(paths["json"], json.dumps(sidecar, indent=2, default=str) + "\n")
+    return paths
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as JSON-ready dicts, with NaN written as null."""
+    return [
+        {key: (None if isinstance(value, float) and math.isnan(value) else value) for key, value in row.items()}
+        for row in frame.to_dict(orient="records")
+    ]
+
+
+def _markdown(name: str, ranks: pd.DataFrame, table: pd.DataFrame, cells: pd.DataFrame, metadata: dict[str, Any]) -> str:
+    data = metadata["dataset"]
+    lines = [
+        f"# Leaderboard: {name}",
+        "",
+        f"Dataset **{data['name']}** ({data['n_examples']} test points of {data['n_test']}, "
+        f"trained on {data['n_train']}), eps grid {', '.join(f'{eps:g}' for eps in metadata['eps'])}, "
+        f"seed {metadata['seed']}, device {metadata['device']['type']}, "
+        f"robustbench_lite {metadata['versions']['robustbench_lite']}, torch {metadata['versions']['torch']}.",
+        "",
+        "Robust accuracy counts a point only if it is classified correctly both clean and attacked; "
+        "eps = 0 is clean accuracy. **R&G** = sum of the accuracies (%) over the eps grid, eps = 0 included. "
+        f"Ranked by the R&G of the per-sample **{WORST_CASE}** over all attacks.",
+        "",
+        "## Ranking",
+        "",
+        ranks.to_markdown(index=False, floatfmt=".2f", missingval="failed"),
+        "",
+        "## Robust accuracy (%) per attack and eps",
+        "",
+        table.drop(columns=["failed cells"]).to_markdown(index=False, floatfmt=".2f", missingval="failed"),
+        "",
+    ]
+    failures = cells[cells["status"] != "ok"]
+    if len(failures):
+        lines += ["## Failed or incomplete cells", ""]
+        lines += [
+            f"- {row.model} / {row.defense} / {row.attack} / eps={row.eps:g}: {row.status}: {row.error}"
+            for row in failures.itertuples()
+        ]
+        lines.append("")
+    if metadata.get("command"):
+        lines += ["Reproduce with:", "", "```", metadata["command"], "```", ""]
+    return "\n".join(lines)
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Atomic write: readers see the old file or the new one, never half of one."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

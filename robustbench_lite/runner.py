@@ -1,0 +1,376 @@
+"""The matrix runner: every (model, defense) is trained or loaded, then every attack x eps cell runs.
+
+All user input is validated before any work starts, so a typo costs nothing. After that, a
+failure is isolated: a model that fails to train fails its own cells, an attack that raises
+fails its own cell, and the rest of the matrix still runs. The leaderboard is rewritten after
+every (model, defense), so a crash keeps everything finished so far.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import re
+import time
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import nn
+
+from . import leaderboard
+from .errors import UsageError
+from .evaluation import correct_predictions, robust_predictions
+from .leaderboard import WORST_CASE
+from .interfaces import Attack, Dataset, DatasetLoader, Defense, ModelBuilder, Normalize
+from .options import PluginSpec, split_spec_list
+from .registry import Registry, default_registry
+from .training import TrainingConfig, batches_per_run, load_or_train
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def default_cache_dir() -> Path:
+    """Where trained weights are cached: $RBL_CACHE_DIR, else ~/.cache/robustbench_lite."""
+    return Path(os.environ.get("RBL_CACHE_DIR", Path.home() / ".cache" / "robustbench_lite"))
+
+
+@dataclass
+class Cell:
+    """One result: a (model, defense) under one attack at one eps. ``accuracy`` is in percent."""
+
+    model: str
+    defense: str
+    attack: str
+    eps: float
+    accuracy: float | None
+    correct: int | None
+    n: int
+    seconds: float
+    status: str
+    error: str = ""
+
+
+def parse_eps(eps: str | Iterable[float] | None, default: Sequence[float]) -> list[float]:
+    """The sorted eps grid, always including 0 (the clean column of the R&G score)."""
+    if eps is None:
+        values: list[Any] = list(default)
+    elif isinstance(eps, str):
+        values = [part.strip() for part in eps.split(",") if part.strip()]
+        if not values:
+            raise UsageError(f"empty epsilon list {eps!r}; give values such as 0,0.1,0.2")
+    else:
+        values = list(eps)
+        if not values:
+            raise UsageError("empty epsilon list; give values such as 0,0.1,0.2")
+    grid = []
+    for value in values:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"invalid epsilon {value!r}: not a number; give values in [0, 1] such as 0.1") from None
+        if not math.isfinite(number) or not 0.0 <= number <= 1.0:
+            raise UsageError(f"invalid epsilon {value!r}: must lie in [0, 1] (inputs are images in [0, 1])")
+        grid.append(number)
+    return sorted(set(grid) | {0.0})
+
+
+def resolve_device(device: str) -> torch.device:
+    if device not in DEVICES:
+        raise UsageError(f"unknown device {device!r}; valid choices: {', '.join(DEVICES)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but CUDA is not available here; use --device cpu or auto")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _specs(value: str | PluginSpec | Iterable[str | PluginSpec], kind: str) -> list[PluginSpec]:
+    if isinstance(value, str):
+        return split_spec_list(value)
+    if isinstance(value, PluginSpec):
+        return [value]
+    specs = [item if isinstance(item, PluginSpec) else PluginSpec.parse(item) for item in value]
+    if not specs:
+        raise UsageError(f"no {kind} given")
+    return specs
+
+
+def _unique(plugins: list[Any], kind: str) -> list[Any]:
+    labels = [plugin.label for plugin in plugins]
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise UsageError(f"{kind} listed twice: {', '.join(duplicates)}")
+    return plugins
+
+
+def build_model(builder: ModelBuilder, data: Dataset, seed: int) -> nn.Module:
+    """A fresh network for ``data`` behind the dataset's normalisation, initialised from ``seed``."""
+    torch.manual_seed(seed)
+    network = builder.build(data.input_shape, data.num_classes)
+    return nn.Sequential(OrderedDict(normalize=Normalize(data.mean, data.std, data.input_shape), net=network))
+
+
+def _check_output_size(model: nn.Module, builder: ModelBuilder, data: Dataset) -> None:
+    with torch.no_grad():
+        outputs = model(data.x_test[:2])
+    if outputs.shape != (min(2, len(data.x_test)), data.num_classes):
+        raise UsageError(
+            f"model {builder.label!r} outputs shape {tuple(outputs.shape[1:])} but dataset "
+            f"{data.name!r} has {data.num_classes} classes"
+        )
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "benchmark"
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+    )
+
+
+def _provider(registry: Registry, kind: str, name: str) -> str:
+    return registry.info(kind, name).provider
+
+
+def run(
+    *,
+    models: str | Iterable[str] = "mlp",
+    defenses: str | Iterable[str] = "none,at-fgsm,at-pgd",
+    attacks: str | Iterable[str] = "fgsm,pgd",
+    eps: str | Iterable[float] | None = None,
+    dataset: str = "moons",
+    n_examples: int | None = None,
+    epochs: int | None = None,
+    batch_size: int = 128,
+    train_eps: float | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    data_dir: str | Path = "data",
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    out: str | Path | None = None,
+    name: str | None = None,
+    progress: bool = False,
+    command: str | None = None,
+    registry: Registry | None = None,
+) -> pd.DataFrame:
+    """Run the attack x defense x eps matrix and return one row per cell (see :class:`Cell`).
+
+    Rows with attack ``"worst-case"`` hold the per-sample worst case over the attacks at each
+    eps; eps = 0 rows hold clean accuracy. ``df.attrs["metadata"]`` holds the run's metadata.
+    With ``out`` set, the leaderboard is written to ``<out>/<name>.{csv,md,json}``.
+    """
+    started = time.perf_counter()
+    registry = registry or default_registry()
+    loader: DatasetLoader = registry.create("datasets", dataset)
+    builders: list[ModelBuilder] = _unique([registry.create("models", s) for s in _specs(models, "models")], "model")
+    recipes: list[Defense] = _unique([registry.create("defenses", s) for s in _specs(defenses, "defenses")], "defense")
+    threats: list[Attack] = _unique([registry.create("attacks", s) for s in _specs(attacks, "attacks")], "attack")
+    grid = parse_eps(eps, loader.default_eps)
+    if n_examples is not None and n_examples <= 0:
+        raise UsageError(f"--n-examples must be a positive number of test points, got {n_examples}")
+    for flag, value in (("--epochs", epochs), ("--batch-size", batch_size)):
+        if value is not None and value <= 0:
+            raise UsageError(f"{flag} must be positive, got {value}")
+    if train_eps is not None and not (math.isfinite(train_eps) and 0.0 <= train_eps <= 1.0):
+        raise UsageError(f"--train-eps must lie in [0, 1], got {train_eps}")
+    torch_device = resolve_device(device)
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None:
+        leaderboard.ensure_writable(out_dir)
+
+    data = loader.load(Path(data_dir))
+    n_test = len(data.x_test)
+    if n_examples is not None and n_examples > n_test:
+        warnings.warn(f"--n-examples {n_examples} exceeds the {n_test} test points; using all {n_test}", stacklevel=2)
+    n_eval = min(n_examples or n_test, n_test)
+    x_eval = data.x_test[:n_eval].to(torch_device)
+    y_eval = data.y_test[:n_eval].to(torch_device)
+    for builder in builders:  # refuse shape mismatches before anything is trained
+        _check_output_size(build_model(builder, data, seed), builder, data)
+
+    config = TrainingConfig(
+        epochs=epochs or loader.default_epochs,
+        batch_size=batch_size,
+        train_eps=loader.default_train_eps if train_eps is None else train_eps,
+        seed=seed,
+    )
+    benchmark = _slug(name or data.name)
+    cache = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) if use_cache else None
+    metadata_ = _metadata(
+        benchmark, command, registry, loader, builders, recipes, threats, data, n_eval, grid, config, torch_device
+    )
+    cells: list[Cell] = []
+    trainings: dict[str, Any] = {}
+    metadata_["training"] = trainings
+    with _progress(progress) as bars:
+        for builder in builders:
+            for recipe in recipes:
+                group = f"{builder.label}/{recipe.label}"
+                model = build_model(builder, data, seed).to(torch_device)
+                task = bars.add_task(f"train {group}", total=batches_per_run(data, config))
+                try:
+                    record = load_or_train(
+                        model, builder, recipe, data, config, torch_device, cache,
+                        advance=lambda k, task=task: bars.advance(task, k),
+                    )
+                except Exception as error:  # a failing defense or model fails only its own cells
+                    message = f"training failed: {type(error).__name__}: {error}"
+                    bars.console.print(f"[red]{group}: {message}[/red]")
+                    cells += _failed_group(builder.label, recipe.label, threats, grid, n_eval, message)
+                    trainings[group] = {"status": "failed", "error": message}
+                    continue
+                finally:
+                    bars.remove_task(task)
+                trainings[group] = {
+                    "status": "ok", "seconds": round(record.seconds, 3), "from_cache": record.from_cache,
+                    "epoch_losses": record.epoch_losses,
+                }
+                cells += _evaluate_group(model, builder, recipe, threats, grid, x_eval, y_eval, config, bars)
+                if out_dir is not None:  # keep what is finished even if a later group crashes
+                    leaderboard.write(_frame(cells), metadata_, out_dir, benchmark)
+    frame = _frame(cells)
+    metadata_["timings"] = {"total_seconds": round(time.perf_counter() - started, 3)}
+    frame.attrs["metadata"] = metadata_
+    if out_dir is not None:
+        frame.attrs["files"] = leaderboard.write(frame, metadata_, out_dir, benchmark)
+    return frame
+
+
+def _evaluate_group(
+    model: nn.Module,
+    builder: ModelBuilder,
+    recipe: Defense,
+    threats: list[Attack],
+    grid: list[float],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    config: TrainingConfig,
+    bars: Progress,
+) -> list[Cell]:
+    model.eval()
+    model.requires_grad_(False)  # attacks need input gradients only
+    row = {"model": builder.label, "defense": recipe.label, "n": len(x)}
+    start = time.perf_counter()
+    try:
+        clean = correct_predictions(model, x, y, config.batch_size)
+    except Exception as error:
+        message = f"clean evaluation failed: {type(error).__name__}: {error}"
+        return _failed_group(builder.label, recipe.label, threats, grid, len(x), message)
+    clean_seconds = time.perf_counter() - start
+    masks: dict[str, dict[float, torch.Tensor]] = {}
+    cells = []
+    for attack in threats:
+        masks[attack.label] = {0.0: clean}
+        cells.append(_scored(row, attack.label, 0.0, clean, clean_seconds))
+        for eps in grid[1:]:
+            task = bars.add_task(f"{attack.label} on {builder.label}/{recipe.label} eps={eps:g}", total=int(clean.sum()))
+            torch.manual_seed(config.seed)  # each cell's randomness is independent of the matrix order
+            start = time.perf_counter()
+            try:
+                robust = robust_predictions(
+                    model, attack, x, y, eps, clean, config.batch_size, advance=lambda k, t=task: bars.advance(t, k)
+                )
+            except Exception as error:  # a failing attack fails only its own cell
+                message = f"{type(error).__name__}: {error}"
+                bars.console.print(f"[red]{attack.label} on {builder.label}/{recipe.label} eps={eps:g} failed: {message}[/red]")
+                cells.append(Cell(**row, attack=attack.label, eps=eps, accuracy=None, correct=None,
+                                  seconds=time.perf_counter() - start, status="failed", error=message))
+                continue
+            finally:
+                bars.remove_task(task)
+            masks[attack.label][eps] = robust
+            cells.append(_scored(row, attack.label, eps, robust, time.perf_counter() - start))
+    for eps in grid:
+        available = [per_eps[eps] for per_eps in masks.values() if eps in per_eps]
+        worst = torch.stack(available).all(dim=0)
+        missing = [label for label, per_eps in masks.items() if eps not in per_eps]
+        cell = _scored(row, WORST_CASE, eps, worst, 0.0)
+        if missing:
+            cell.status, cell.error = "incomplete", f"computed without the failed attacks: {', '.join(missing)}"
+        cells.append(cell)
+    return cells
+
+
+def _scored(row: dict[str, Any], attack: str, eps: float, correct: torch.Tensor, seconds: float) -> Cell:
+    count = int(correct.sum())
+    return Cell(**row, attack=attack, eps=eps, accuracy=100.0 * count / len(correct), correct=count,
+                seconds=round(seconds, 4), status="ok")
+
+
+def _failed_group(model: str, defense: str, threats: list[Attack], grid: list[float], n: int, message: str) -> list[Cell]:
+    return [
+        Cell(model, defense, label, eps, None, None, n, 0.0, "failed", message)
+        for label in [attack.label for attack in threats] + [WORST_CASE]
+        for eps in grid
+    ]
+
+
+def _frame(cells: list[Cell]) -> pd.DataFrame:
+    return pd.DataFrame([vars(cell) for cell in cells], columns=list(Cell.__dataclass_fields__))
+
+
+def _metadata(
+    benchmark: str,
+    command: str | None,
+    registry: Registry,
+    loader: DatasetLoader,
+    builders: list[ModelBuilder],
+    recipes: list[Defense],
+    threats: list[Attack],
+    data: Dataset,
+    n_eval: int,
+    grid: list[float],
+    config: TrainingConfig,
+    device: torch.device,
+) -> dict[str, Any]:
+    plugins = {
+        kind: {plugin.label: _provider(registry, kind, plugin.name) for plugin in plugins}
+        for kind, plugins in (("datasets", [loader]), ("models", builders), ("defenses", recipes), ("attacks", threats))
+    }
+    return {
+        "benchmark": benchmark,
+        "command": command,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": {
+            "robustbench_lite": metadata.version("robustbench-lite"),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torchvision": metadata.version("torchvision"),
+        },
+        "plugins": plugins,
+        "device": {
+            "type": device.type,
+            "name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+        },
+        "seed": config.seed,
+        "dataset": {
+            "name": data.name, "source": data.source, "n_train": len(data.x_train), "n_test": len(data.x_test),
+            "n_examples": n_eval, "input_shape": list(data.input_shape), "classes": list(data.classes),
+        },
+        "eps": grid,
+        "training_config": {"epochs": config.epochs, "batch_size": config.batch_size, "train_eps": config.train_eps},
+        "protocol": "robust = correct on the clean input and on the attacked input; eps = 0 is clean accuracy; "
+        "worst-case = per-sample minimum over the attacks; R&G = sum over the eps grid of the accuracies in %",
+    }

@@ -1,0 +1,167 @@
+"""The matrix runner end to end on tiny data: scores, worst case, caching, isolation of failures."""
+
+import json
+import re
+
+import pandas as pd
+import pytest
+import torch
+
+import robustbench_lite as rbl
+from robustbench_lite.leaderboard import accuracy_table, ranking
+
+TINY = "synthetic[n_train=256,n_test=96]"
+
+FAILING_ATTACK = '''
+from robustbench_lite import Attack, hookimpl
+
+class Exploding(Attack):
+    name = "exploding"
+    description = "raises inside every cell"
+
+    def perturb(self, model, x, y, eps):
+        raise RuntimeError("boom")
+
+class Escaping(Attack):
+    name = "escaping"
+    description = "leaves the eps-ball"
+
+    def perturb(self, model, x, y, eps):
+        return (x + 2 * eps).clamp(0, 1)
+
+@hookimpl
+def register_attacks(register):
+    register(Exploding)
+    register(Escaping)
+'''
+
+
+def tiny_run(tmp_path, **overrides):
+    settings = dict(
+        models="cnn", defenses="none", attacks="fgsm,pgd[steps=5]", eps="0,0.05,0.1", dataset=TINY,
+        epochs=2, batch_size=64, seed=0, device="cpu", cache_dir=tmp_path / "cache", out=tmp_path / "out",
+    )
+    settings.update(overrides)
+    return rbl.run(**settings)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    return tiny_run(tmp_path_factory.mktemp("run"), defenses="none,at-pgd[steps=3]")
+
+
+def test_every_cell_is_present_and_scored(results):
+    assert set(results["status"]) == {"ok"}
+    expected = {(d, a, e) for d in ("none", "at-pgd[steps=3]") for a in ("fgsm", "pgd[steps=5]", "worst-case")
+                for e in (0.0, 0.05, 0.1)}
+    assert set(zip(results["defense"], results["attack"], results["eps"])) == expected
+    assert (results["n"] == 96).all()
+    assert ((results["accuracy"] >= 0) & (results["accuracy"] <= 100)).all()
+
+
+def test_clean_accuracy_is_learned_and_attacks_lower_it(results):
+    none = results[results["defense"] == "none"].set_index(["attack", "eps"])["accuracy"]
+    assert none[("fgsm", 0.0)] >= 90
+    for attack in ("fgsm", "pgd[steps=5]", "worst-case"):
+        assert none[(attack, 0.0)] >= none[(attack, 0.05)] >= none[(attack, 0.1)]
+    assert none[("pgd[steps=5]", 0.1)] < none[("fgsm", 0.0)]
+
+
+def test_worst_case_is_the_per_sample_minimum(results):
+    for (_, eps), group in results.groupby(["defense", "eps"]):
+        rows = group.set_index("attack")["accuracy"]
+        assert rows["worst-case"] <= min(rows["fgsm"], rows["pgd[steps=5]"])
+        assert rows["worst-case"] >= rows["fgsm"] + rows["pgd[steps=5]"] - 100
+
+
+def test_rg_score_sums_accuracies_over_the_grid_including_zero(results):
+    table = accuracy_table(results)
+    for row in table.to_dict(orient="records"):
+        cells = results[(results["defense"] == row["defense"]) & (results["attack"] == row["attack"])]
+        assert len(cells) == 3
+        assert row["R&G"] == pytest.approx(cells["accuracy"].sum())
+        assert row["R&G"] == pytest.approx(row["eps=0"] + row["eps=0.05"] + row["eps=0.1"])
+    ranks = ranking(results)
+    assert list(ranks["rank"]) == [1, 2]
+    assert ranks["R&G worst-case"].is_monotonic_decreasing
+
+
+def test_leaderboard_files(results):
+    files = results.attrs["files"]
+    csv = pd.read_csv(files["csv"])
+    assert list(csv.columns[:4]) == ["rank", "model", "defense", "attack"]
+    assert {"eps=0", "eps=0.05", "eps=0.1", "R&G"} <= set(csv.columns)
+    markdown = files["md"].read_text()
+    assert "## Ranking" in markdown and "R&G worst-case" in markdown
+    assert re.search(r"\|\s+1 \| cnn\s+\| \S+\s+\|", markdown)  # a GitHub table row, ranked
+    sidecar = json.loads(files["json"].read_text())
+    assert sidecar["seed"] == 0 and sidecar["eps"] == [0.0, 0.05, 0.1]
+    assert sidecar["dataset"]["n_examples"] == 96 and sidecar["dataset"]["n_train"] == 256
+    assert sidecar["versions"]["torch"] == torch.__version__
+    assert sidecar["plugins"]["attacks"]["pgd[steps=5]"].startswith("robustbench-lite ")
+    assert len(sidecar["cells"]) == len(results)
+    assert all(entry["status"] == "ok" for entry in sidecar["training"].values())
+
+
+def test_same_seed_same_numbers_and_cached_weights_are_reused(tmp_path):
+    first = tiny_run(tmp_path)
+    assert list((tmp_path / "cache").glob("*.pt"))
+    second = tiny_run(tmp_path)
+    assert second.attrs["metadata"]["training"]["cnn/none"]["from_cache"] is True
+    assert first.attrs["metadata"]["training"]["cnn/none"]["from_cache"] is False
+    pd.testing.assert_series_equal(first["accuracy"], second["accuracy"])
+    fresh = tiny_run(tmp_path, use_cache=False)
+    pd.testing.assert_series_equal(first["accuracy"], fresh["accuracy"])
+
+
+def test_corrupt_checkpoint_is_retrained_not_loaded(tmp_path):
+    first = tiny_run(tmp_path)
+    (checkpoint,) = (tmp_path / "cache").glob("*.pt")
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="ignoring checkpoint"):
+        second = tiny_run(tmp_path)
+    assert second.attrs["metadata"]["training"]["cnn/none"]["from_cache"] is False
+    pd.testing.assert_series_equal(first["accuracy"], second["accuracy"])
+
+
+def test_failing_plugins_are_isolated_and_recorded(tmp_path, install_plugin):
+    install_plugin("rbl-faulty", "rbl_faulty_plugin", FAILING_ATTACK)
+    results = tiny_run(tmp_path, attacks="fgsm,exploding,escaping")
+    by_attack = results[results["eps"] > 0].groupby("attack")["status"].agg(set)
+    assert by_attack["fgsm"] == {"ok"}
+    assert by_attack["exploding"] == {"failed"} and by_attack["escaping"] == {"failed"}
+    assert by_attack["worst-case"] == {"incomplete"}
+    errors = results.set_index(["attack", "eps"])["error"]
+    assert "RuntimeError: boom" in errors[("exploding", 0.1)]
+    assert "left the linf ball" in errors[("escaping", 0.1)]
+    markdown = results.attrs["files"]["md"].read_text()
+    assert "## Failed or incomplete cells" in markdown and "boom" in markdown
+    assert pd.isna(accuracy_table(results).set_index("attack").loc["exploding", "R&G"])
+
+
+FAILING_DEFENSE = '''
+import torch
+from robustbench_lite import Defense, hookimpl
+
+class Diverging(Defense):
+    name = "diverging"
+    description = "a training loss that becomes NaN"
+
+    def loss(self, model, x, y, eps):
+        return model(x).sum() * float("nan")
+
+@hookimpl
+def register_defenses(register):
+    register(Diverging)
+'''
+
+
+def test_training_failure_fails_only_its_group(tmp_path, install_plugin):
+    install_plugin("rbl-diverging", "rbl_diverging_plugin", FAILING_DEFENSE)
+    results = tiny_run(tmp_path, defenses="diverging,none", attacks="fgsm")
+    status = results.groupby("defense")["status"].agg(set)
+    assert status["diverging"] == {"failed"} and status["none"] == {"ok"}
+    error = results[results["defense"] == "diverging"]["error"].iloc[0]
+    assert "training failed: TrainingDivergedError: training loss became nan" in error
+    assert results.attrs["metadata"]["training"]["cnn/diverging"]["status"] == "failed"
+    assert ranking(results)["defense"].tolist() == ["none", "diverging"]
