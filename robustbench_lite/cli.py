@@ -1,0 +1,113 @@
+"""The ``rbl`` command line: ``rbl run`` and ``rbl list``.
+
+Exit status: 0 when everything ran, 1 when some matrix cell failed (the rest still ran and was
+written), 2 for bad input, which is reported as one line without a traceback.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from . import __version__
+from .errors import RblError
+from .leaderboard import ranking
+from .options import format_value
+from .registry import KINDS, default_registry
+from .runner import DEVICES, run
+
+EXIT_FAILED_CELLS = 1
+EXIT_USAGE = 2
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"rbl: warning: {message}", file=sys.stderr)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rbl")
+def cli() -> None:
+    """robustbench_lite: benchmark the adversarial robustness of PyTorch image classifiers."""
+
+
+@cli.command("run")
+@click.option("--models", default="mlp", show_default=True, help="Comma-separated model specs, e.g. cnn,lenet.")
+@click.option("--defenses", default="none,at-fgsm,at-pgd", show_default=True, help="Comma-separated defense specs.")
+@click.option("--attacks", default="fgsm,pgd", show_default=True, help="Comma-separated attack specs, e.g. 'fgsm,pgd[steps=20]'.")
+@click.option("--eps", default=None, help="Comma-separated eps grid in [0, 1]; 0 is always added. [default: the dataset's grid]")
+@click.option("--dataset", default="moons", show_default=True, help="Dataset spec, e.g. mnist or 'npz[path=FILE]'.")
+@click.option("--n-examples", type=int, default=None, help="Evaluate on the first N test points. [default: all]")
+@click.option("--epochs", type=int, default=None, help="Training epochs. [default: the dataset's]")
+@click.option("--batch-size", type=int, default=128, show_default=True, help="Batch size for training and attacks.")
+@click.option("--train-eps", type=float, default=None, help="Training eps of adversarial defenses. [default: the dataset's]")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--data-dir", type=click.Path(path_type=Path), default=Path("data"), show_default=True,
+              help="Where torchvision datasets live (downloaded there when online).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="Trained-weights cache. [default: $RBL_CACHE_DIR or ~/.cache/robustbench_lite]")
+@click.option("--no-cache", is_flag=True, help="Always train; neither read nor write cached weights.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("leaderboards"), show_default=True)
+@click.option("--name", default=None, help="Benchmark name, the leaderboard files' stem. [default: the dataset's name]")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def run_command(**options) -> None:
+    """Train (or load) every model under every defense, run every attack at every eps, write the leaderboard."""
+    quiet = options.pop("quiet")
+    options["use_cache"] = not options.pop("no_cache")
+    command = shlex.join(["rbl", *sys.argv[1:]]) if Path(sys.argv[0]).name == "rbl" else None
+    frame = run(**options, progress=not quiet, command=command)
+    click.echo(ranking(frame).to_markdown(index=False, floatfmt=".2f", missingval="failed"))
+    for path in frame.attrs.get("files", {}).values():
+        click.echo(f"wrote {path}")
+    failed = frame[frame["status"] != "ok"]
+    if len(failed):
+        click.echo(f"{len(failed)} cell(s) failed or are incomplete; see the leaderboard", err=True)
+        raise SystemExit(EXIT_FAILED_CELLS)
+
+
+@cli.command("list")
+@click.argument("kind", required=False, type=click.Choice(list(KINDS)))
+def list_command(kind: str | None) -> None:
+    """List installed plugins: name, providing distribution, description and options."""
+    registry = default_registry()
+    console = Console()
+    for each in [kind] if kind else list(KINDS):
+        table = Table(title=each, title_justify="left", show_lines=True)
+        table.add_column("name", no_wrap=True)
+        table.add_column("provided by", no_wrap=True)
+        table.add_column("description", ratio=1)
+        table.add_column("options (default)", ratio=1)
+        for name, info in registry.infos(each).items():
+            options = Text("\n").join(
+                Text.assemble((f"{option.name}={format_value(option.default)}", "bold"), f"  {option.help}")
+                for option in info.cls.options
+            )
+            table.add_row(name, info.provider, info.cls.description, options or "-")
+        console.print(table)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rbl`` script; returns the exit status."""
+    warnings.showwarning = _one_line_warning
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="rbl", standalone_mode=False)
+    except click.exceptions.UsageError as error:
+        print(f"rbl: error: {error.format_message()}", file=sys.stderr)
+        return EXIT_USAGE
+    except RblError as error:
+        print(f"rbl: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except click.exceptions.Abort:
+        print("rbl: aborted", file=sys.stderr)
+        return 130
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    return 0
