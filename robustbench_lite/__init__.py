@@ -22,7 +22,7 @@ from .interfaces import Attack, Dataset, DatasetLoader, Defense, ModelBuilder  #
 from .leaderboard import accuracy_table, ranking  # noqa: E402
 from .options import Option  # noqa: E402
 from .registry import default_registry  # noqa: E402
-from .runner import build_model, run  # noqa: E402
+from .runner import build_model, run, trained_model  # noqa: E402
 
 
 def get_attack(spec: str, **options) -> Attack:
@@ -48,5 +48,5 @@ def get_dataset(spec: str, **options) -> DatasetLoader:
 __all__ = [
     "Attack", "Dataset", "DatasetLoader", "DatasetMissingError", "Defense", "ModelBuilder", "Option", "RblError",
     "UsageError", "__version__", "accuracy_table", "build_model", "get_attack", "get_dataset", "get_defense",
-    "get_model", "hookimpl", "ranking", "run",
+    "get_model", "hookimpl", "ranking", "run", "trained_model",
 ]

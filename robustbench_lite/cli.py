@@ -97,6 +97,7 @@ def list_command(kind: str | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rbl`` script; returns the exit status."""
     warnings.showwarning = _one_line_warning
+    default_registry().add_commands(cli)
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="rbl", standalone_mode=False)
     except click.exceptions.UsageError as error:

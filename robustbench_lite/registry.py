@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import click
 import pluggy
 
 from . import hookspecs
@@ -34,6 +35,10 @@ _SINGULAR = {"attacks": "attack", "defenses": "defense", "models": "model", "dat
 
 class PluginLoadWarning(UserWarning):
     """A plugin distribution could not be imported or registered; the rest still work."""
+
+
+class IncompatiblePluginError(Exception):
+    """A plugin module declares a plugin API version this robustbench_lite does not provide."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,12 @@ class Registry:
         version = dist.version if dist else "?"
         try:
             module = entry_point.load()
+            wanted = getattr(module, "RBL_PLUGIN_API", hookspecs.PLUGIN_API_VERSION)
+            if wanted != hookspecs.PLUGIN_API_VERSION:
+                raise IncompatiblePluginError(
+                    f"it was written for plugin API {wanted!r}, but robustbench_lite provides plugin API "
+                    f"{hookspecs.PLUGIN_API_VERSION}; install a {distribution} release built for it"
+                )
             self._manager.register(module, name=f"{distribution}:{entry_point.name}")
             for kind in KINDS:
                 hook = getattr(self._manager.hook, f"register_{kind}")
@@ -104,6 +115,18 @@ class Registry:
             )
         else:
             self._plugins[kind][cls.name] = info
+
+    def add_commands(self, cli: click.Group) -> None:
+        """Let every plugin add its subcommands to ``cli``; one that fails is skipped with a warning."""
+        for impl in self._manager.hook.register_commands.get_hookimpls():
+            try:
+                impl.function(cli=cli)
+            except Exception as error:
+                warnings.warn(
+                    f"plugin {impl.plugin_name!r} failed to add its commands: {type(error).__name__}: {error}",
+                    PluginLoadWarning,
+                    stacklevel=2,
+                )
 
     def infos(self, kind: str) -> dict[str, PluginInfo]:
         """The usable plugins of one kind, by name, sorted."""

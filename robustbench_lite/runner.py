@@ -35,7 +35,7 @@ from .leaderboard import WORST_CASE
 from .interfaces import Attack, Dataset, DatasetLoader, Defense, ModelBuilder, Normalize
 from .options import PluginSpec, split_spec_list
 from .registry import Registry, default_registry
-from .training import TrainingConfig, batches_per_run, load_or_train
+from .training import TrainingConfig, TrainingRecord, batches_per_run, load_or_train
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -188,11 +188,7 @@ def run(
     grid = parse_eps(eps, loader.default_eps)
     if n_examples is not None and n_examples <= 0:
         raise UsageError(f"--n-examples must be a positive number of test points, got {n_examples}")
-    for flag, value in (("--epochs", epochs), ("--batch-size", batch_size)):
-        if value is not None and value <= 0:
-            raise UsageError(f"{flag} must be positive, got {value}")
-    if train_eps is not None and not (math.isfinite(train_eps) and 0.0 <= train_eps <= 1.0):
-        raise UsageError(f"--train-eps must lie in [0, 1], got {train_eps}")
+    config = training_config(loader, epochs, batch_size, train_eps, seed)
     torch_device = resolve_device(device)
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
@@ -208,14 +204,8 @@ def run(
     for builder in builders:  # refuse shape mismatches before anything is trained
         _check_output_size(build_model(builder, data, seed), builder, data)
 
-    config = TrainingConfig(
-        epochs=epochs or loader.default_epochs,
-        batch_size=batch_size,
-        train_eps=loader.default_train_eps if train_eps is None else train_eps,
-        seed=seed,
-    )
     benchmark = _slug(name or data.name)
-    cache = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) if use_cache else None
+    cache = _cache(cache_dir, use_cache)
     metadata_ = _metadata(
         benchmark, command, registry, loader, builders, recipes, threats, data, n_eval, grid, config, torch_device
     )
@@ -226,21 +216,14 @@ def run(
         for builder in builders:
             for recipe in recipes:
                 group = f"{builder.label}/{recipe.label}"
-                model = build_model(builder, data, seed).to(torch_device)
-                task = bars.add_task(f"train {group}", total=batches_per_run(data, config))
                 try:
-                    record = load_or_train(
-                        model, builder, recipe, data, config, torch_device, cache,
-                        advance=lambda k, task=task: bars.advance(task, k),
-                    )
+                    model, record = _train_with_progress(builder, recipe, data, config, torch_device, cache, bars)
                 except Exception as error:  # a failing defense or model fails only its own cells
                     message = f"training failed: {type(error).__name__}: {error}"
                     bars.console.print(f"[red]{group}: {message}[/red]")
                     cells += _failed_group(builder.label, recipe.label, threats, grid, n_eval, message)
                     trainings[group] = {"status": "failed", "error": message}
                     continue
-                finally:
-                    bars.remove_task(task)
                 trainings[group] = {
                     "status": "ok", "seconds": round(record.seconds, 3), "from_cache": record.from_cache,
                     "epoch_losses": record.epoch_losses,
@@ -256,6 +239,82 @@ def run(
     return frame
 
 
+def training_config(
+    loader: DatasetLoader, epochs: int | None, batch_size: int, train_eps: float | None, seed: int
+) -> TrainingConfig:
+    """Validated training settings, with the dataset's defaults where none are given."""
+    for flag, value in (("--epochs", epochs), ("--batch-size", batch_size)):
+        if value is not None and value <= 0:
+            raise UsageError(f"{flag} must be positive, got {value}")
+    if train_eps is not None and not (math.isfinite(train_eps) and 0.0 <= train_eps <= 1.0):
+        raise UsageError(f"--train-eps must lie in [0, 1], got {train_eps}")
+    return TrainingConfig(
+        epochs=epochs or loader.default_epochs,
+        batch_size=batch_size,
+        train_eps=loader.default_train_eps if train_eps is None else train_eps,
+        seed=seed,
+    )
+
+
+def _cache(cache_dir: str | Path | None, use_cache: bool) -> Path | None:
+    if not use_cache:
+        return None
+    return Path(cache_dir) if cache_dir is not None else default_cache_dir()
+
+
+def _train_with_progress(
+    builder: ModelBuilder,
+    recipe: Defense,
+    data: Dataset,
+    config: TrainingConfig,
+    device: torch.device,
+    cache: Path | None,
+    bars: Progress,
+) -> tuple[nn.Module, TrainingRecord]:
+    """A model for (builder, recipe) on ``data``: cached weights when they exist, else trained now."""
+    model = build_model(builder, data, config.seed).to(device)
+    task = bars.add_task(f"train {builder.label}/{recipe.label}", total=batches_per_run(data, config))
+    try:
+        record = load_or_train(
+            model, builder, recipe, data, config, device, cache, advance=lambda k: bars.advance(task, k)
+        )
+    finally:
+        bars.remove_task(task)
+    model.eval()
+    model.requires_grad_(False)  # from here on only input gradients are needed
+    return model, record
+
+
+def trained_model(
+    *,
+    model: str = "cnn",
+    defense: str = "none",
+    dataset: str = "mnist",
+    epochs: int | None = None,
+    batch_size: int = 128,
+    train_eps: float | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    data_dir: str | Path = "data",
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    progress: bool = False,
+    registry: Registry | None = None,
+) -> tuple[nn.Module, Dataset]:
+    """The model ``rbl run`` would evaluate for these settings (same cache), in eval mode, and its dataset."""
+    registry = registry or default_registry()
+    loader: DatasetLoader = registry.create("datasets", dataset)
+    builder: ModelBuilder = registry.create("models", model)
+    recipe: Defense = registry.create("defenses", defense)
+    config = training_config(loader, epochs, batch_size, train_eps, seed)
+    torch_device = resolve_device(device)
+    data = loader.load(Path(data_dir))
+    _check_output_size(build_model(builder, data, seed), builder, data)
+    with _progress(progress) as bars:
+        network, _ = _train_with_progress(builder, recipe, data, config, torch_device, _cache(cache_dir, use_cache), bars)
+    return network, data
+
+
 def _evaluate_group(
     model: nn.Module,
     builder: ModelBuilder,
@@ -267,8 +326,6 @@ def _evaluate_group(
     config: TrainingConfig,
     bars: Progress,
 ) -> list[Cell]:
-    model.eval()
-    model.requires_grad_(False)  # attacks need input gradients only
     row = {"model": builder.label, "defense": recipe.label, "n": len(x)}
     start = time.perf_counter()
     try:

@@ -66,3 +66,29 @@ def test_unknown_names_list_the_valid_choices_and_a_close_match():
         registry.create("attacks", "pgdd")
     with pytest.raises(UsageError, match="unknown plugin kind 'attack'"):
         registry.infos("attack")
+
+
+def test_plugin_for_another_api_version_is_refused_with_a_clear_message(install_plugin):
+    install_plugin("rbl-future", "rbl_future_plugin", "RBL_PLUGIN_API = 2\n" + PLUGIN_SOURCE.format(name="future"))
+    with pytest.warns(PluginLoadWarning, match=r"rbl-future 1.2.3.*written for plugin API 2.*provides plugin API 1"):
+        registry = Registry()
+    assert "future" not in registry.infos("attacks")
+
+
+def test_plugins_can_add_cli_commands(install_plugin, capsys):
+    from robustbench_lite.cli import main
+
+    install_plugin("rbl-hello", "rbl_hello_plugin", '''
+import click
+from robustbench_lite import hookimpl
+
+@hookimpl
+def register_commands(cli):
+    @cli.command()
+    @click.argument("who")
+    def hello(who):
+        """Say hello."""
+        click.echo(f"hello {who}")
+''')
+    assert main(["hello", "lsa"]) == 0
+    assert capsys.readouterr().out == "hello lsa\n"

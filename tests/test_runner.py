@@ -165,3 +165,14 @@ def test_training_failure_fails_only_its_group(tmp_path, install_plugin):
     assert "training failed: TrainingDivergedError: training loss became nan" in error
     assert results.attrs["metadata"]["training"]["cnn/diverging"]["status"] == "failed"
     assert ranking(results)["defense"].tolist() == ["none", "diverging"]
+
+
+def test_trained_model_is_the_one_run_evaluates(tmp_path):
+    results = tiny_run(tmp_path, attacks="fgsm")
+    model, data = rbl.trained_model(model="cnn", defense="none", dataset=TINY, epochs=2, batch_size=64,
+                                    device="cpu", cache_dir=tmp_path / "cache")
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+    with torch.no_grad():
+        clean = (model(data.x_test).argmax(1) == data.y_test).float().mean().item() * 100
+    assert clean == pytest.approx(results.set_index(["attack", "eps"]).loc[("fgsm", 0.0), "accuracy"])
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1  # loaded from the cache, not retrained
