@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -19,16 +20,39 @@ class AttackBoundsError(RuntimeError):
     """An attack returned inputs outside its eps-ball or outside [0, 1]."""
 
 
-def loss_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradient of the per-sample cross-entropy w.r.t. the input, and the per-sample losses.
+LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample cross-entropy, the default attack loss."""
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+def loss_gradient(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss: LossFunction = cross_entropy,
+    samples: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient of the per-sample ``loss`` w.r.t. the input, and the per-sample losses.
 
     Summing (not averaging) the losses keeps each sample's gradient independent of batch size.
-    Only the input needs a gradient, so parameter gradients are never accumulated.
+    Only the input needs a gradient, so parameter gradients are never accumulated. With
+    ``samples`` > 1 both are averaged over that many forward/backward passes: expectation over
+    transformation (EOT, Athalye et al. 2018), for models whose output is random.
     """
-    x = x.detach().requires_grad_(True)
-    losses = F.cross_entropy(model(x), y, reduction="none")
-    (gradient,) = torch.autograd.grad(losses.sum(), x)
-    return gradient, losses.detach()
+    gradient_sum = torch.zeros_like(x)
+    loss_sum = torch.zeros(len(x), device=x.device, dtype=x.dtype)
+    for _ in range(samples):
+        x_var = x.detach().requires_grad_(True)
+        losses = loss(model(x_var), y)
+        (gradient,) = torch.autograd.grad(losses.sum(), x_var)
+        gradient_sum += gradient
+        loss_sum += losses.detach()
+    if samples == 1:
+        return gradient_sum, loss_sum
+    return gradient_sum / samples, loss_sum / samples
 
 
 def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -38,6 +62,18 @@ def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tens
     results agree with them bit for bit.
     """
     return torch.clamp(x + torch.clamp(x_adv - x, -eps, eps), 0.0, 1.0)
+
+
+def project_l2(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Projection onto the l2 ball of radius eps around x, then clipping to [0, 1].
+
+    Clipping after the ball projection keeps the norm within eps (clipping only moves points
+    towards x along each coordinate), which is what the bounds check requires.
+    """
+    delta = x_adv - x
+    norms = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
+    delta = delta * torch.clamp(eps / norms, max=1.0)
+    return torch.clamp(x + delta, 0.0, 1.0)
 
 
 def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:

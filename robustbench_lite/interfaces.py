@@ -70,6 +70,14 @@ class Defense(Plugin, abc.ABC):
 
     kind: ClassVar[str] = "defense"
 
+    def prepare(self, context: TrainingContext) -> None:
+        """Called once before training starts (not when cached weights are reused).
+
+        For recipes that need something computed first, e.g. AT-LR's most vulnerable layers
+        from a normally trained model. Whatever it computes must follow from the cache key
+        (model, dataset, defense options, training settings, seed).
+        """
+
     @abc.abstractmethod
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
         """Scalar training loss on one minibatch; ``eps`` is the training budget of the run.
@@ -90,6 +98,20 @@ class ModelBuilder(Plugin, abc.ABC):
     def optimizer(self, parameters: Any) -> torch.optim.Optimizer:
         """The optimizer this architecture trains with; Adam(1e-3) unless a model says otherwise."""
         return torch.optim.Adam(parameters, lr=1e-3)
+
+
+@dataclass(frozen=True)
+class TrainingContext:
+    """What a defense may use in :meth:`Defense.prepare`: the run's model, data and settings."""
+
+    builder: ModelBuilder
+    data: Dataset
+    epochs: int
+    batch_size: int
+    train_eps: float
+    seed: int
+    device: torch.device
+    cache_dir: Path | None
 
 
 @dataclass

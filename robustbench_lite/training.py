@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .errors import RblError
-from .interfaces import Dataset, Defense, ModelBuilder
+from .interfaces import Dataset, Defense, ModelBuilder, TrainingContext
 
 ProgressCallback = Callable[[int], None]
 
@@ -130,6 +130,9 @@ def load_or_train(
             advance(batches_per_run(data, config))
             return record
     start = time.perf_counter()
+    defense.prepare(
+        TrainingContext(builder, data, config.epochs, config.batch_size, config.train_eps, config.seed, device, cache_dir)
+    )
     epoch_losses = train(model, builder, defense, data, config, device, advance)
     record = TrainingRecord(key=key, seconds=time.perf_counter() - start, epoch_losses=epoch_losses)
     if path is not None:

@@ -53,3 +53,20 @@ def install_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
     yield install
     default_registry.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def mnist_cnn():
+    """Model B trained for two epochs on the real MNIST subset, and the dataset.
+
+    Reference cross-checks need a real model; its weights are cached in .rbl-cache/ (ignored by
+    git) so that only the first run on a machine pays the minute of training.
+    """
+    if not (SHARED_DATA / "MNIST" / "raw").is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA}")
+    import robustbench_lite as rbl
+
+    return rbl.trained_model(
+        model="cnn", defense="none", dataset="mnist[download=false]", data_dir=SHARED_DATA, epochs=2,
+        device="cpu", seed=0, cache_dir=Path(__file__).resolve().parents[1] / ".rbl-cache" / "tests",
+    )
