@@ -57,6 +57,7 @@ def cli() -> None:
 @click.option("--no-cache", is_flag=True, help="Always train; neither read nor write cached weights.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("leaderboards"), show_default=True)
 @click.option("--name", default=None, help="Benchmark name, the leaderboard files' stem. [default: the dataset's name]")
+@click.option("--target", default=None, help="Targeted mode: push every input towards this class (name or index).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def run_command(**options) -> None:
     """Train (or load) every model under every defense, run every attack at every eps, write the leaderboard."""

@@ -29,35 +29,32 @@ def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def correct_predictions(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Boolean mask of the samples the model classifies correctly."""
-    return torch.cat(
-        [
-            _logits(model, x[start : start + batch_size]).argmax(dim=1) == y[start : start + batch_size]
-            for start in range(0, len(x), batch_size)
-        ]
-    ) if len(x) else torch.zeros(0, dtype=torch.bool, device=x.device)
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Predicted labels for ``x``."""
+    if not len(x):
+        return torch.zeros(0, dtype=torch.long, device=x.device)
+    return torch.cat([_logits(model, x[start : start + batch_size]).argmax(dim=1) for start in range(0, len(x), batch_size)])
 
 
-def robust_predictions(
+def adversarial_predictions(
     model: nn.Module,
     attack: Attack,
     x: torch.Tensor,
     y: torch.Tensor,
     eps: float,
-    clean_correct: torch.Tensor,
+    clean_predictions: torch.Tensor,
     batch_size: int,
     advance: Callable[[int], None] = lambda samples: None,
 ) -> torch.Tensor:
-    """Boolean mask of the samples still classified correctly after ``attack`` at ``eps``."""
-    robust = clean_correct.clone()
-    candidates = clean_correct.nonzero().flatten()
+    """Predicted labels after ``attack`` at ``eps``; misclassified points keep their clean prediction."""
+    predictions = clean_predictions.clone()
+    candidates = (clean_predictions == y).nonzero().flatten()
     for start in range(0, len(candidates), batch_size):
         index = candidates[start : start + batch_size]
         x_batch, y_batch = x[index], y[index]
         x_adv = attack.perturb(model, x_batch, y_batch, eps)
         check_bounds(x_adv, x_batch, eps, attack.norm)
         with torch.no_grad():
-            robust[index] = _logits(model, x_adv).argmax(dim=1) == y_batch
+            predictions[index] = _logits(model, x_adv).argmax(dim=1)
         advance(len(index))
-    return robust
+    return predictions

@@ -51,6 +51,17 @@ def accuracy_table(cells: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
+def success_table(cells: pd.DataFrame) -> pd.DataFrame:
+    """Targeted runs: one row per (model, defense, attack) with the targeted success rate (%) at each eps."""
+    grid = sorted(cells["eps"].unique())
+    table = cells.pivot_table(
+        index=["model", "defense", "attack"], columns="eps", values="target_success", aggfunc="first",
+        dropna=False, sort=False,
+    ).reindex(columns=grid)
+    table.columns = [_eps_column(eps) for eps in grid]
+    return table.reset_index()
+
+
 def ranking(cells: pd.DataFrame) -> pd.DataFrame:
     """One row per (model, defense): clean accuracy and the R&G score of each attack and the worst case."""
     table = accuracy_table(cells)
@@ -112,6 +123,16 @@ def _markdown(name: str, ranks: pd.DataFrame, table: pd.DataFrame, cells: pd.Dat
         table.drop(columns=["failed cells"]).to_markdown(index=False, floatfmt=".2f", missingval="failed"),
         "",
     ]
+    if "target" in metadata:
+        target = metadata["target"]
+        lines += [
+            f"## Targeted success rate (%), target class {target['name']!r} ({target['index']})",
+            "",
+            "Among the clean-correct test points of other classes, the share classified as the target after the attack.",
+            "",
+            success_table(cells).to_markdown(index=False, floatfmt=".2f", missingval="failed"),
+            "",
+        ]
     failures = cells[cells["status"] != "ok"]
     if len(failures):
         lines += ["## Failed or incomplete cells", ""]

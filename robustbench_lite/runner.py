@@ -30,7 +30,7 @@ from torch import nn
 
 from . import leaderboard
 from .errors import UsageError
-from .evaluation import correct_predictions, robust_predictions
+from .evaluation import adversarial_predictions, predict
 from .leaderboard import WORST_CASE
 from .interfaces import Attack, Dataset, DatasetLoader, Defense, ModelBuilder, Normalize
 from .options import PluginSpec, split_spec_list
@@ -59,6 +59,7 @@ class Cell:
     seconds: float
     status: str
     error: str = ""
+    target_success: float | None = None
 
 
 def parse_eps(eps: str | Iterable[float] | None, default: Sequence[float]) -> list[float]:
@@ -83,6 +84,18 @@ def parse_eps(eps: str | Iterable[float] | None, default: Sequence[float]) -> li
             raise UsageError(f"invalid epsilon {value!r}: must lie in [0, 1] (inputs are images in [0, 1])")
         grid.append(number)
     return sorted(set(grid) | {0.0})
+
+
+def resolve_target(target: str | int, classes: Sequence[str]) -> int:
+    """A target class given by name (case-insensitive) or index, as an index into ``classes``."""
+    text = str(target).strip()
+    names = [str(name).lower() for name in classes]
+    if text.lower() in names:
+        return names.index(text.lower())
+    if text.isdigit() and int(text) < len(names):
+        return int(text)
+    choices = [f"{index} ({name})" for index, name in enumerate(classes)]
+    raise UsageError(f"unknown target class {text!r}; valid: {', '.join(choices)}")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -171,12 +184,15 @@ def run(
     name: str | None = None,
     progress: bool = False,
     command: str | None = None,
+    target: str | int | None = None,
     registry: Registry | None = None,
 ) -> pd.DataFrame:
     """Run the attack x defense x eps matrix and return one row per cell (see :class:`Cell`).
 
     Rows with attack ``"worst-case"`` hold the per-sample worst case over the attacks at each
-    eps; eps = 0 rows hold clean accuracy. ``df.attrs["metadata"]`` holds the run's metadata.
+    eps; eps = 0 rows hold clean accuracy. With ``target`` (a class name or index) every attack
+    runs in targeted mode and ``target_success`` holds the targeted success rate in percent.
+    ``df.attrs["metadata"]`` holds the run's metadata.
     With ``out`` set, the leaderboard is written to ``<out>/<name>.{csv,md,json}``.
     """
     started = time.perf_counter()
@@ -184,7 +200,11 @@ def run(
     loader: DatasetLoader = registry.create("datasets", dataset)
     builders: list[ModelBuilder] = _unique([registry.create("models", s) for s in _specs(models, "models")], "model")
     recipes: list[Defense] = _unique([registry.create("defenses", s) for s in _specs(defenses, "defenses")], "defense")
-    threats: list[Attack] = _unique([registry.create("attacks", s) for s in _specs(attacks, "attacks")], "attack")
+    attack_specs = _specs(attacks, "attacks")
+    threats: list[Attack] = _unique([registry.create("attacks", s) for s in attack_specs], "attack")
+    untargetable = [attack.label for attack in threats if "target" not in attack.settings]
+    if target is not None and untargetable:
+        raise UsageError(f"--target needs attacks with a targeted mode; {', '.join(untargetable)} has none")
     grid = parse_eps(eps, loader.default_eps)
     if n_examples is not None and n_examples <= 0:
         raise UsageError(f"--n-examples must be a positive number of test points, got {n_examples}")
@@ -195,6 +215,9 @@ def run(
         leaderboard.ensure_writable(out_dir)
 
     data = loader.load(Path(data_dir))
+    target_index = None if target is None else resolve_target(target, data.classes)
+    if target_index is not None:
+        threats = [registry.create("attacks", spec, target=target_index) for spec in attack_specs]
     n_test = len(data.x_test)
     if n_examples is not None and n_examples > n_test:
         warnings.warn(f"--n-examples {n_examples} exceeds the {n_test} test points; using all {n_test}", stacklevel=2)
@@ -209,6 +232,8 @@ def run(
     metadata_ = _metadata(
         benchmark, command, registry, loader, builders, recipes, threats, data, n_eval, grid, config, torch_device
     )
+    if target_index is not None:
+        metadata_["target"] = {"index": target_index, "name": str(data.classes[target_index])}
     cells: list[Cell] = []
     trainings: dict[str, Any] = {}
     metadata_["training"] = trainings
@@ -228,7 +253,7 @@ def run(
                     "status": "ok", "seconds": round(record.seconds, 3), "from_cache": record.from_cache,
                     "epoch_losses": record.epoch_losses,
                 }
-                cells += _evaluate_group(model, builder, recipe, threats, grid, x_eval, y_eval, config, bars)
+                cells += _evaluate_group(model, builder, recipe, threats, grid, x_eval, y_eval, target_index, config, bars)
                 if out_dir is not None:  # keep what is finished even if a later group crashes
                     leaderboard.write(_frame(cells), metadata_, out_dir, benchmark)
     frame = _frame(cells)
@@ -323,55 +348,78 @@ def _evaluate_group(
     grid: list[float],
     x: torch.Tensor,
     y: torch.Tensor,
+    target: int | None,
     config: TrainingConfig,
     bars: Progress,
 ) -> list[Cell]:
     row = {"model": builder.label, "defense": recipe.label, "n": len(x)}
     start = time.perf_counter()
     try:
-        clean = correct_predictions(model, x, y, config.batch_size)
+        clean = predict(model, x, config.batch_size)
     except Exception as error:
         message = f"clean evaluation failed: {type(error).__name__}: {error}"
         return _failed_group(builder.label, recipe.label, threats, grid, len(x), message)
     clean_seconds = time.perf_counter() - start
-    masks: dict[str, dict[float, torch.Tensor]] = {}
+    score = _Scorer(row, y, clean, target)
+    outcomes: dict[str, dict[float, torch.Tensor]] = {}
     cells = []
     for attack in threats:
-        masks[attack.label] = {0.0: clean}
-        cells.append(_scored(row, attack.label, 0.0, clean, clean_seconds))
+        outcomes[attack.label] = {0.0: clean}
+        cells.append(score(attack.label, 0.0, [clean], clean_seconds))
         for eps in grid[1:]:
-            task = bars.add_task(f"{attack.label} on {builder.label}/{recipe.label} eps={eps:g}", total=int(clean.sum()))
+            where = f"{attack.label} on {builder.label}/{recipe.label} eps={eps:g}"
+            task = bars.add_task(where, total=int((clean == y).sum()))
             torch.manual_seed(config.seed)  # each cell's randomness is independent of the matrix order
             start = time.perf_counter()
             try:
-                robust = robust_predictions(
+                predicted = adversarial_predictions(
                     model, attack, x, y, eps, clean, config.batch_size, advance=lambda k, t=task: bars.advance(t, k)
                 )
             except Exception as error:  # a failing attack fails only its own cell
                 message = f"{type(error).__name__}: {error}"
-                bars.console.print(f"[red]{attack.label} on {builder.label}/{recipe.label} eps={eps:g} failed: {message}[/red]")
+                bars.console.print(f"[red]{where} failed: {message}[/red]")
                 cells.append(Cell(**row, attack=attack.label, eps=eps, accuracy=None, correct=None,
                                   seconds=time.perf_counter() - start, status="failed", error=message))
                 continue
             finally:
                 bars.remove_task(task)
-            masks[attack.label][eps] = robust
-            cells.append(_scored(row, attack.label, eps, robust, time.perf_counter() - start))
+            outcomes[attack.label][eps] = predicted
+            cells.append(score(attack.label, eps, [predicted], time.perf_counter() - start))
     for eps in grid:
-        available = [per_eps[eps] for per_eps in masks.values() if eps in per_eps]
-        worst = torch.stack(available).all(dim=0)
-        missing = [label for label, per_eps in masks.items() if eps not in per_eps]
-        cell = _scored(row, WORST_CASE, eps, worst, 0.0)
+        cell = score(WORST_CASE, eps, [per_eps[eps] for per_eps in outcomes.values() if eps in per_eps], 0.0)
+        missing = [label for label, per_eps in outcomes.items() if eps not in per_eps]
         if missing:
             cell.status, cell.error = "incomplete", f"computed without the failed attacks: {', '.join(missing)}"
         cells.append(cell)
     return cells
 
 
-def _scored(row: dict[str, Any], attack: str, eps: float, correct: torch.Tensor, seconds: float) -> Cell:
-    count = int(correct.sum())
-    return Cell(**row, attack=attack, eps=eps, accuracy=100.0 * count / len(correct), correct=count,
-                seconds=round(seconds, 4), status="ok")
+class _Scorer:
+    """Scores the predictions of one or more attacks (several: their per-sample worst case).
+
+    A point is robust when the clean and every attacked prediction are correct. In targeted mode
+    the success rate counts, among the clean-correct points of another class than the target,
+    those that some attack moved to the target.
+    """
+
+    def __init__(self, row: dict[str, Any], y: torch.Tensor, clean: torch.Tensor, target: int | None) -> None:
+        self.row, self.y, self.target = row, y, target
+        self.clean_correct = clean == y
+        self.targetable = self.clean_correct & (y != target) if target is not None else None
+
+    def __call__(self, attack: str, eps: float, predictions: list[torch.Tensor], seconds: float) -> Cell:
+        robust = self.clean_correct.clone()
+        for predicted in predictions:
+            robust &= predicted == self.y
+        count = int(robust.sum())
+        success = None
+        if self.targetable is not None and int(self.targetable.sum()):
+            hit = torch.zeros_like(robust)
+            for predicted in predictions:
+                hit |= predicted == self.target
+            success = 100.0 * int((hit & self.targetable).sum()) / int(self.targetable.sum())
+        return Cell(**self.row, attack=attack, eps=eps, accuracy=100.0 * count / len(robust), correct=count,
+                    seconds=round(seconds, 4), status="ok", target_success=success)
 
 
 def _failed_group(model: str, defense: str, threats: list[Attack], grid: list[float], n: int, message: str) -> list[Cell]:

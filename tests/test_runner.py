@@ -176,3 +176,42 @@ def test_trained_model_is_the_one_run_evaluates(tmp_path):
         clean = (model(data.x_test).argmax(1) == data.y_test).float().mean().item() * 100
     assert clean == pytest.approx(results.set_index(["attack", "eps"]).loc[("fgsm", 0.0), "accuracy"])
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 1  # loaded from the cache, not retrained
+
+
+UNTARGETED_ATTACK = '''
+import torch
+from robustbench_lite import Attack, hookimpl
+
+class Blur(Attack):
+    name = "untargetable"
+    description = "has no target option"
+
+    def perturb(self, model, x, y, eps):
+        return x
+
+@hookimpl
+def register_attacks(register):
+    register(Blur)
+'''
+
+
+def test_targeted_mode_reports_the_success_rate(tmp_path):
+    results = tiny_run(tmp_path, attacks="pgd", eps="0,0.1,0.5", target="3")
+    pgd = results[results["attack"] != "worst-case"].set_index("eps")
+    assert pgd["attack"].iloc[0] == "pgd[target=3]"
+    success = pgd["target_success"]
+    assert success[0.0] == 0.0  # clean-correct points of other classes are, by definition, not at the target
+    assert success[0.5] > success[0.1] >= 0 and success[0.5] > 50
+    assert results.attrs["metadata"]["target"] == {"index": 3, "name": "3"}
+    markdown = results.attrs["files"]["md"].read_text()
+    assert "## Targeted success rate (%), target class '3' (3)" in markdown
+
+
+def test_target_by_name_and_bad_targets(tmp_path, install_plugin):
+    assert rbl.runner.resolve_target("Deer", ["plane", "car", "bird", "cat", "deer"]) == 4
+    assert rbl.runner.resolve_target(2, ["plane", "car", "bird"]) == 2
+    with pytest.raises(rbl.UsageError, match=r"unknown target class 'dear'; valid: 0 \(plane\), 1 \(car\)"):
+        rbl.runner.resolve_target("dear", ["plane", "car"])
+    install_plugin("rbl-untargetable", "rbl_untargetable_plugin", UNTARGETED_ATTACK)
+    with pytest.raises(rbl.UsageError, match="--target needs attacks with a targeted mode; untargetable has none"):
+        tiny_run(tmp_path, attacks="pgd,untargetable", target="1")
