@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import torch
@@ -55,6 +56,37 @@ def loss_gradient(
     return gradient_sum / samples, loss_sum / samples
 
 
+def per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Reshape one value per sample, shape (N,), to broadcast against a batch shaped like ``like``."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+def normalize_l2(vectors: torch.Tensor) -> torch.Tensor:
+    """Scale each sample to unit l2 norm, all-zero samples staying zero.
+
+    Applied to a gradient this is the l2 steepest-ascent direction. The guard is the dtype's
+    smallest normal number, not a fixed epsilon, so tiny but non-zero gradients still give unit steps.
+    """
+    norms = vectors.flatten(1).norm(dim=1).clamp_min(torch.finfo(vectors.dtype).tiny)
+    return vectors / per_sample(norms, vectors)
+
+
+def logits_and_input_jacobian(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits (N, K) and their Jacobian with respect to the input, shape (N, K, *x.shape[1:]).
+
+    One backward pass per class; summing each logit over the batch keeps samples independent.
+    Only the input needs a gradient, so parameter gradients are never accumulated.
+    """
+    x_var = x.detach().requires_grad_(True)
+    logits = model(x_var)
+    num_classes = logits.shape[1]
+    rows = [
+        torch.autograd.grad(logits[:, k].sum(), x_var, retain_graph=k < num_classes - 1)[0]
+        for k in range(num_classes)
+    ]
+    return logits.detach(), torch.stack(rows, dim=1)
+
+
 def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     """Projection onto the l-inf ball of radius eps around x intersected with the [0, 1] box.
 
@@ -100,14 +132,31 @@ def check_bounds(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) ->
         raise AttackBoundsError(f"attack left the {norm} ball: perturbation {largest:.6g} > eps {eps:.6g}")
 
 
-def craft(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
-    """Run ``attack`` on a model that is being trained: in eval mode, restoring its mode after.
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no parameter gradients inside the block; mode and ``requires_grad`` flags restored after.
 
-    Defenses use this so that crafting examples never updates batch-norm statistics.
+    Attacks need input gradients only: frozen parameters keep batch-norm statistics fixed, build
+    no graph through the weights, and leave ``.grad`` untouched even for an attack that calls
+    ``backward()``.
     """
     was_training = model.training
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     model.eval()
+    for parameter in trainable:
+        parameter.requires_grad_(False)
     try:
-        return attack.perturb(model, x, y, eps).detach()
+        yield
     finally:
+        for parameter in trainable:
+            parameter.requires_grad_(True)
         model.train(was_training)
+
+
+def craft(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    """Run ``attack`` on a model that is being trained, with the model :func:`frozen` meanwhile.
+
+    Defenses use this so that crafting examples never updates batch-norm statistics or weights' gradients.
+    """
+    with frozen(model):
+        return attack.perturb(model, x, y, eps).detach()

@@ -120,7 +120,7 @@ class PluginSpec:
             raise UsageError(f"malformed plugin spec {text!r}; expected name[key=value,...]")
         options: dict[str, str] = {}
         body = rest[:-1].strip()
-        for pair in body.split(",") if body else []:
+        for pair in split_outside_brackets(body, ",") if body else []:
             key, sep, value = pair.partition("=")
             if not sep or not key.strip():
                 raise UsageError(f"malformed option {pair!r} in {text!r}; expected key=value")
@@ -128,20 +128,23 @@ class PluginSpec:
         return cls(name.strip(), options)
 
 
-def split_spec_list(text: str) -> list[PluginSpec]:
-    """Split ``"fgsm,pgd[steps=5,restarts=2]"`` on the commas outside brackets."""
+def split_outside_brackets(text: str, separator: str) -> list[str]:
+    """Split ``text`` on the ``separator`` characters outside brackets, so that items may be specs with options."""
     items, depth, current = [], 0, []
     for char in text:
-        if char == "[":
-            depth += 1
-        elif char == "]":
-            depth -= 1
-        if char == "," and depth == 0:
+        depth += (char == "[") - (char == "]")
+        if char == separator and depth == 0:
             items.append("".join(current))
             current = []
         else:
             current.append(char)
     items.append("".join(current))
+    return items
+
+
+def split_spec_list(text: str) -> list[PluginSpec]:
+    """Split ``"fgsm,pgd[steps=5,restarts=2]"`` on the commas outside brackets."""
+    items = split_outside_brackets(text, ",")
     specs = [PluginSpec.parse(item) for item in items if item.strip()]
     if not specs:
         raise UsageError(f"empty plugin list {text!r}")

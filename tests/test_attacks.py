@@ -119,3 +119,26 @@ def test_bounds_check_rejects_escapes():
         check_bounds(torch.full_like(x, float("nan")), x, 0.1, "linf")
     with pytest.raises(AttackBoundsError, match="l2 ball"):
         check_bounds(x + 0.1, x, 0.1, "l2")
+
+
+def test_craft_freezes_the_model_and_restores_it():
+    """Crafting inside training: eval mode, no parameter gradients even if an attack calls backward()."""
+    from robustbench_lite.attack_utils import craft
+
+    class BackwardAttack(rbl.Attack):
+        name = "backward"
+        description = "calls backward() like some third-party attacks do"
+
+        def perturb(self, model, x, y, eps):
+            assert not model.training
+            x_var = x.clone().requires_grad_(True)
+            F.cross_entropy(model(x_var), y).backward()
+            return torch.clamp(x + eps * x_var.grad.sign(), 0, 1)
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 4), nn.BatchNorm1d(4)).train()
+    model[2].weight.requires_grad_(False)  # a frozen layer stays frozen afterwards
+    x, y = batch(torch.float32)
+    craft(BackwardAttack(), model, x, y, 0.1)
+    assert model.training
+    assert all(p.grad is None for p in model.parameters())
+    assert [p.requires_grad for p in model.parameters()] == [True, True, False, True]
