@@ -90,8 +90,8 @@ def logits_and_input_jacobian(model: nn.Module, x: torch.Tensor) -> tuple[torch.
 def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     """Projection onto the l-inf ball of radius eps around x intersected with the [0, 1] box.
 
-    Clipping the perturbation (rather than x_adv) is the reference libraries' arithmetic, so
-    results agree with them bit for bit.
+    Clipping the perturbation (rather than x_adv) is torchattacks' arithmetic in PGD and MI-FGSM,
+    so those agree with it bit for bit (its BIM clips x_adv against x - eps and x + eps: an ulp apart).
     """
     return torch.clamp(x + torch.clamp(x_adv - x, -eps, eps), 0.0, 1.0)
 

@@ -1,0 +1,122 @@
+"""Pieces shared by the built-in gradient attacks: their options, the goal they pursue (untargeted
+or targeted), step sizes, signed-gradient iterations, restarts, and the budget rule of
+minimum-norm attacks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from robustbench_lite.attack_utils import cross_entropy, loss_gradient, per_sample, project_l2, project_linf
+from robustbench_lite.options import Option
+
+# Declared once so that every attack spells, bounds and documents them the same way.
+TARGET_OPTION = Option("target", int, None, "class index to push every input towards (targeted mode)", minimum=0)
+EOT_OPTION = Option(
+    "eot", int, 1, "gradient samples averaged per step (expectation over transformation, for random models)",
+    minimum=1,
+)
+REL_STEP_SIZE_OPTION = Option(
+    "rel_step_size", float, None, "step size as a fraction of eps (default 2.5/steps, Madry's rule)", minimum=0.0,
+)
+
+# Madry's rule: the iterates may travel 2.5 eps in all, enough to reach the ball's surface from
+# any start and still move along it.
+DEFAULT_TRAVEL = 2.5
+
+
+@dataclass(frozen=True)
+class Goal:
+    """What an attack pursues for every sample: leave the true class, or reach the target class.
+
+    ``labels`` are the labels whose loss the attack follows: the true labels, or the target for
+    every sample. ``direction`` is +1 to ascend that loss (untargeted), -1 to descend it (targeted).
+    """
+
+    labels: torch.Tensor
+    targeted: bool
+
+    @classmethod
+    def of(cls, y: torch.Tensor, target: int | None) -> Goal:
+        if target is None:
+            return cls(y, targeted=False)
+        return cls(torch.full_like(y, target), targeted=True)
+
+    @property
+    def direction(self) -> float:
+        return -1.0 if self.targeted else 1.0
+
+    def reached(self, logits: torch.Tensor) -> torch.Tensor:
+        """Per sample: is the prediction the target (targeted), or anything but the true label?"""
+        predicted = logits.argmax(dim=1)
+        return predicted == self.labels if self.targeted else predicted != self.labels
+
+    def score(self, logits: torch.Tensor) -> torch.Tensor:
+        """Per-sample progress towards the goal, higher is better: the followed loss, signed by ``direction``."""
+        return self.direction * cross_entropy(logits, self.labels)
+
+
+def step_size(eps: float, rel_step_size: float | None, steps: int) -> float:
+    """The absolute step size: ``rel_step_size`` times eps, or by default DEFAULT_TRAVEL * eps / steps."""
+    return eps * (rel_step_size if rel_step_size is not None else DEFAULT_TRAVEL / steps)
+
+
+def signed_gradient_steps(
+    model: nn.Module,
+    x: torch.Tensor,
+    x_start: torch.Tensor,
+    goal: Goal,
+    eps: float,
+    step: float,
+    steps: int,
+    samples: int,
+) -> torch.Tensor:
+    """``steps`` l-inf steepest steps of size ``step`` from ``x_start`` towards ``goal``, each projected
+    back onto the eps-ball around ``x`` and [0, 1]: the iteration of BIM and PGD."""
+    x_adv = x_start
+    for _ in range(steps):
+        gradient, _ = loss_gradient(model, x_adv, goal.labels, samples=samples)
+        x_adv = project_linf(x_adv + goal.direction * step * gradient.sign(), x, eps)
+    return x_adv.detach()
+
+
+def best_of_restarts(
+    model: nn.Module, x: torch.Tensor, goal: Goal, restarts: int, run: Callable[[], torch.Tensor]
+) -> torch.Tensor:
+    """Call ``run`` ``restarts`` times; each sample keeps its most successful example.
+
+    That is one that reaches the goal if any run found one, else the one with the best score.
+    """
+    if restarts == 1:  # nothing to choose between: skip the extra forward pass
+        return run()
+    best = x.clone()
+    best_score = torch.full((len(x),), -torch.inf, device=x.device)
+    best_reached = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    for _ in range(restarts):
+        x_adv = run()
+        with torch.no_grad():
+            logits = model(x_adv)
+            score = goal.score(logits)
+            reached = goal.reached(logits)
+        better = (reached & ~best_reached) | ((reached == best_reached) & (score > best_score))
+        best[better] = x_adv[better]
+        best_score = torch.where(better, score, best_score)
+        best_reached |= reached
+    return best
+
+
+def fit_to_l2_budget(model: nn.Module, x: torch.Tensor, x_found: torch.Tensor, goal: Goal, eps: float) -> torch.Tensor:
+    """The budget rule of minimum-norm l2 attacks (C&W, DeepFool) evaluated at a budget eps.
+
+    As foolbox evaluates its minimisation attacks at a budget (``clip_perturbation``, then the
+    criterion on the clipped input): each example found is projected onto the eps-ball and kept
+    where the projection still reaches the goal; elsewhere the clean ``x`` is returned. An
+    example found within eps is its own projection, so every in-budget success is kept.
+    """
+    x_projected = project_l2(x_found, x, eps)
+    with torch.no_grad():
+        reached = goal.reached(model(x_projected))
+    return torch.where(per_sample(reached, x), x_projected, x).detach()
