@@ -18,7 +18,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 from .errors import DatasetMissingError, RblError, UsageError  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
-from .interfaces import Attack, Dataset, DatasetLoader, Defense, ModelBuilder  # noqa: E402
+from .interfaces import Attack, Dataset, DatasetLoader, Defense, ModelBuilder, TrainingContext  # noqa: E402
 from .leaderboard import accuracy_table, ranking, success_table  # noqa: E402
 from .options import Option  # noqa: E402
 from .registry import default_registry  # noqa: E402
@@ -47,6 +47,7 @@ def get_dataset(spec: str, **options) -> DatasetLoader:
 
 __all__ = [
     "Attack", "Dataset", "DatasetLoader", "DatasetMissingError", "Defense", "ModelBuilder", "Option", "RblError",
-    "UsageError", "__version__", "accuracy_table", "build_model", "get_attack", "get_dataset", "get_defense",
-    "get_model", "hookimpl", "ranking", "run", "success_table", "trained_model",
+    "TrainingContext", "UsageError", "__version__", "accuracy_table", "build_model", "default_registry",
+    "get_attack", "get_dataset", "get_defense", "get_model", "hookimpl", "ranking", "run", "success_table",
+    "trained_model",
 ]
