@@ -284,3 +284,23 @@ def test_no_attack_makes_the_model_more_accurate(small_cnn, name, options, budge
     attack = rbl.get_attack(name, **options)
     robust = [accuracy(small_cnn, attack.perturb(small_cnn, x, y, eps), y) for eps in budgets]
     assert robust[0] <= clean and robust[1] <= robust[0] and robust[1] < clean - 0.1
+
+
+def test_cw_linf_margin_loss_and_one_step_by_hand():
+    """cw-linf is PGD on max_{i != y} z_i - z_y: the margin by hand, and one step of size eps as its signed gradient."""
+    from robustbench_lite.plugins.attacks.cw_linf import margin_loss
+
+    logits = torch.tensor([[2.0, 5.0, -1.0], [0.5, 0.0, 3.0]])
+    assert torch.equal(margin_loss(logits, torch.tensor([1, 1])), torch.tensor([-3.0, 3.0]))
+
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5)).double().eval().requires_grad_(False)
+    x = torch.rand(32, 3, 2, 2, dtype=torch.float64)
+    y = torch.randint(0, 5, (32,))
+    x_var = x.clone().requires_grad_(True)
+    (gradient,) = torch.autograd.grad(margin_loss(model(x_var), y).sum(), x_var)
+    expected = torch.clamp(x + 0.1 * gradient.sign(), 0, 1)
+    attack = rbl.get_attack("cw-linf", steps=1, rel_step_size=1.0, random_start=False)
+    assert torch.equal(attack.perturb(model, x, y, 0.1), expected)
+    targeted = rbl.get_attack("cw-linf", steps=20, target=2).perturb(model, x, y, 0.5)
+    assert (model(targeted).argmax(1) == 2).float().mean() > 0.9

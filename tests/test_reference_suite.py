@@ -143,20 +143,26 @@ def test_targeted_apgd_over_the_top_3_classes_matches_torchattacks_apgdt(mnist_p
     assert (fooled(model, x_adv, y) != fooled(model, theirs, y)).sum() <= MAX_DISAGREEMENTS
 
 
-SQUARE_EPS, SQUARE_QUERIES = 0.25, 300
+SQUARE_EPS, SQUARE_QUERIES, SQUARE_SEEDS = 0.25, 1000, (0, 1)
 
 
 def test_square_robust_accuracy_matches_torchattacks(mnist_points):
     """Same random-search iterations: our ``queries`` count the clean check and the initial stripes,
     torchattacks' ``n_queries`` only the iterations after them (and rescales its p schedule by it).
-    Seed-to-seed spread is a few points at this budget (seeds 0-2: ours 13-14%, torchattacks 15-18%);
-    ours never wastes a query on a window already at the drawn vertex, so it is if anything stronger."""
+
+    Ours never wastes a query on a window already at the drawn vertex and draws windows per sample,
+    so at a small budget it is stronger (300 queries, seeds 0-2: ours 13-14%, torchattacks 15-18%).
+    At 1,000 queries, averaged over two seeds to tame the random search's spread, both settle.
+    """
     model, x, y = mnist_points
-    torch.manual_seed(0)
-    ours = robust_accuracy(model, rbl.get_attack("square", queries=SQUARE_QUERIES).perturb(model, x, y, SQUARE_EPS), y)
-    reference = torchattacks.Square(
-        model, norm="Linf", eps=SQUARE_EPS, n_queries=SQUARE_QUERIES - 2, n_restarts=1, p_init=0.8, seed=0,
-    )
-    theirs = robust_accuracy(model, reference(x, y), y)
+    ours, theirs = [], []
+    for seed in SQUARE_SEEDS:
+        torch.manual_seed(seed)
+        ours.append(robust_accuracy(model, rbl.get_attack("square", queries=SQUARE_QUERIES).perturb(model, x, y, SQUARE_EPS), y))
+        reference = torchattacks.Square(
+            model, norm="Linf", eps=SQUARE_EPS, n_queries=SQUARE_QUERIES - 2, n_restarts=1, p_init=0.8, seed=seed,
+        )
+        theirs.append(robust_accuracy(model, reference(x, y), y))
+    ours, theirs = sum(ours) / len(ours), sum(theirs) / len(theirs)
     assert theirs < 0.5, theirs  # well below the clean 100%
     assert abs(ours - theirs) <= TOLERANCE, (ours, theirs)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from robustbench_lite.attack_utils import cross_entropy, loss_gradient, per_sample, project_l2, project_linf
+from robustbench_lite.attack_utils import LossFunction, cross_entropy, loss_gradient, per_sample, project_l2, project_linf
 from robustbench_lite.options import Option
 
 # Declared once so that every attack spells, bounds and documents them the same way.
@@ -73,12 +73,13 @@ def signed_gradient_steps(
     step: float,
     steps: int,
     samples: int,
+    loss: LossFunction = cross_entropy,
 ) -> torch.Tensor:
-    """``steps`` l-inf steepest steps of size ``step`` from ``x_start`` towards ``goal``, each projected
-    back onto the eps-ball around ``x`` and [0, 1]: the iteration of BIM and PGD."""
+    """``steps`` l-inf steepest steps of size ``step`` from ``x_start`` towards ``goal`` on ``loss``, each
+    projected back onto the eps-ball around ``x`` and [0, 1]: the iteration of BIM and PGD."""
     x_adv = x_start
     for _ in range(steps):
-        gradient, _ = loss_gradient(model, x_adv, goal.labels, samples=samples)
+        gradient, _ = loss_gradient(model, x_adv, goal.labels, loss, samples=samples)
         x_adv = project_linf(x_adv + goal.direction * step * gradient.sign(), x, eps)
     return x_adv.detach()
 

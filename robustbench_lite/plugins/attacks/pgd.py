@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robustbench_lite.attack_utils import project_linf
+from robustbench_lite.attack_utils import cross_entropy, project_linf
 from robustbench_lite.hookspecs import hookimpl
 from robustbench_lite.interfaces import Attack
 from robustbench_lite.options import Option
@@ -34,6 +34,9 @@ class PGD(Attack):
         EOT_OPTION,
     )
 
+    # The per-sample loss the steps ascend (untargeted) or descend for the target; subclasses swap it.
+    objective = staticmethod(cross_entropy)
+
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
         goal = Goal.of(y, self.target)
         return best_of_restarts(model, x, goal, self.restarts, lambda: self._run(model, x, goal, eps))
@@ -43,7 +46,7 @@ class PGD(Attack):
         if self.random_start:
             x_start = project_linf(x + torch.empty_like(x).uniform_(-eps, eps), x, eps)
         step = step_size(eps, self.rel_step_size, self.steps)
-        return signed_gradient_steps(model, x, x_start, goal, eps, step, self.steps, self.eot)
+        return signed_gradient_steps(model, x, x_start, goal, eps, step, self.steps, self.eot, loss=self.objective)
 
 
 @hookimpl
