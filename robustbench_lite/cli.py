@@ -1,4 +1,4 @@
-"""The ``rbl`` command line: ``rbl run`` and ``rbl list``.
+"""The ``rbl`` command line: ``rbl run``, ``rbl list`` and ``rbl bench``.
 
 Exit status: 0 when everything ran, 1 when some matrix cell failed (the rest still ran and was
 written), 2 for bad input, which is reported as one line without a traceback.
@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
+from .bench import bench, describe_setting, format_table, write_json
 from .errors import RblError
 from .leaderboard import ranking
 from .options import format_value
@@ -58,6 +59,8 @@ def cli() -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("leaderboards"), show_default=True)
 @click.option("--name", default=None, help="Benchmark name, the leaderboard files' stem. [default: the dataset's name]")
 @click.option("--target", default=None, help="Targeted mode: push every input towards this class (name or index).")
+@click.option("--eot", type=int, default=8, show_default=True,
+              help="Gradient samples per step (EOT) in the adaptive evaluation of randomized models.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def run_command(**options) -> None:
     """Train (or load) every model under every defense, run every attack at every eps, write the leaderboard."""
@@ -93,6 +96,30 @@ def list_command(kind: str | None) -> None:
             )
             table.add_row(name, info.provider, info.cls.description, options or "-")
         console.print(table)
+
+
+@cli.command("bench")
+@click.option("--attacks", default="fgsm,pgd", show_default=True, help="Comma-separated attack specs, e.g. 'fgsm,pgd[steps=20]'.")
+@click.option("--models", default="cnn", show_default=True,
+              help="Comma-separated model specs, each with an optional input shape @CxHxW (default 1x28x28), "
+                   "e.g. 'cnn,resnet18@3x32x32'.")
+@click.option("--batch-size", default="128", show_default=True, help="Comma-separated batch sizes, e.g. 128,512.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Timed runs of each implementation; the best counts.")
+@click.option("--no-torchattacks", is_flag=True, help="Skip the comparison with torchattacks.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write every figure to this JSON file.")
+def bench_command(attacks: str, models: str, batch_size: str, device: str, repeats: int, no_torchattacks: bool,
+                  json_path: Path | None) -> None:
+    """Attack throughput in images/s, against the bound of the model's passes and against torchattacks."""
+    measurements = bench(attacks, models, batch_size, device, repeats, torchattacks=not no_torchattacks,
+                         progress=lambda text: click.echo(f"measuring {text}", err=True))
+    click.echo(format_table(measurements))
+    click.echo(f"{describe_setting(measurements, repeats)}; ratios are time ratios: ours/bound >= 1 is the overhead "
+               "over the model's own passes, ours/torchattacks < 1 means ours is faster")
+    if json_path is not None:
+        write_json(json_path, measurements, repeats, seed=0)
+        click.echo(f"wrote {json_path}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

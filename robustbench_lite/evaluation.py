@@ -3,18 +3,71 @@
 Following AutoAttack's protocol a point counts as robust only if it is classified correctly
 both clean and attacked, so only the clean-correct points are attacked. Every adversarial
 batch is checked against the attack's eps-ball and [0, 1] before it is scored.
+
+An inference-time defense is evaluated as ``nn.Sequential(Preprocess(defense, gradient), model)``,
+where ``gradient`` chooses what attacks see when they differentiate through the preprocessing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from .attack_utils import check_bounds
 from .errors import RblError
-from .interfaces import Attack
+from .interfaces import Attack, Defense
+
+# What attacks see when they differentiate through a defense's preprocessing.
+GRADIENTS = ("exact", "zero", "identity")
+
+
+class _Substituted(torch.autograd.Function):
+    """The real preprocessing forward; a substitute backward: zero (naive) or identity (BPDA)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, transform: Callable[[torch.Tensor], torch.Tensor], identity: bool) -> torch.Tensor:
+        ctx.identity = identity
+        out = transform(x)
+        return out.clone() if out is x else out  # autograd.Function must not return an input as is
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        return (grad if ctx.identity else torch.zeros_like(grad)), None, None
+
+
+class Preprocess(nn.Module):
+    """A defense's inference-time preprocessing as a module, with a chosen input gradient.
+
+    ``gradient="exact"``: autograd through ``defense.preprocess`` (for differentiable ones);
+    ``"zero"``: the gradient of a non-differentiable preprocessing as autograd gives it for
+    rounding, zero: the naive evaluation, where gradient attacks are masked;
+    ``"identity"``: BPDA (Athalye et al. 2018), the backward pass treats the preprocessing as
+    the identity, which approximates it where it changes the input little.
+    """
+
+    def __init__(self, defense: Defense, gradient: str = "exact") -> None:
+        super().__init__()
+        if gradient not in GRADIENTS:
+            raise ValueError(f"unknown gradient {gradient!r}; valid: {', '.join(GRADIENTS)}")
+        self.defense, self.gradient = defense, gradient
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gradient == "exact":
+            return self.defense.preprocess(x)
+        return _Substituted.apply(x, self.defense.preprocess, self.gradient == "identity")
+
+    def extra_repr(self) -> str:
+        return f"{self.defense.label}, gradient={self.gradient}"
+
+
+def defended(model: nn.Module, defense: Defense, gradient: str = "exact") -> nn.Module:
+    """``model`` behind ``defense``'s preprocessing (``model`` itself when the defense has none)."""
+    if not defense.preprocesses:
+        return model
+    return nn.Sequential(Preprocess(defense, gradient), model)
 
 
 class NonFiniteOutputError(RblError):

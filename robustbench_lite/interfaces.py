@@ -51,11 +51,31 @@ class Plugin:
         return f"<{self.kind} {self.label}>"
 
 
+# What an attack uses and how it searches, for the sanity checks that compare attacks (see sanity.py).
+ATTACK_FAMILIES: dict[str, str] = {
+    "single-step": "white-box, one gradient step (FGSM)",
+    "iterative": "white-box, several gradient steps within the budget (PGD, BIM, APGD)",
+    "minimum-norm": "white-box, searches the smallest perturbation, then fitted to the budget (C&W-l2, DeepFool)",
+    "score-based": "black-box, uses the model's outputs only (Square)",
+    "decision-based": "black-box, uses the predicted labels only (HopSkipJump)",
+    "unspecified": "not declared; left out of the checks that compare attack families",
+}
+WHITE_BOX_FAMILIES = frozenset({"single-step", "iterative", "minimum-norm"})
+BLACK_BOX_FAMILIES = frozenset({"score-based", "decision-based"})
+
+
 class Attack(Plugin, abc.ABC):
-    """An evasion attack bounded by ``eps`` in the norm ``norm`` (``"linf"`` or ``"l2"``)."""
+    """An evasion attack bounded by ``eps`` in the norm ``norm`` (``"linf"`` or ``"l2"``).
+
+    ``family`` (a key of :data:`ATTACK_FAMILIES`) says what the attack uses and how it searches;
+    the sanity checks compare families (an iterative attack should beat a single-step one, a
+    white-box attack a black-box one). An attack with an option named ``eot`` gets ``eot=K`` in
+    the adaptive evaluation of a randomized model.
+    """
 
     kind: ClassVar[str] = "attack"
     norm: ClassVar[str] = "linf"
+    family: ClassVar[str] = "unspecified"
 
     @abc.abstractmethod
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
@@ -66,9 +86,34 @@ class Attack(Plugin, abc.ABC):
 
 
 class Defense(Plugin, abc.ABC):
-    """A training recipe: the loss minimised on each minibatch."""
+    """A training recipe (the loss minimised on each minibatch), optionally with an inference-time part.
+
+    An inference-time defense overrides :meth:`preprocess`, which the runner puts in front of the
+    trained model at evaluation: ``nn.Sequential(Preprocess(defense), model)``. It declares
+    whether that preprocessing is ``differentiable`` (else adaptive attacks use BPDA: the real
+    preprocessing forward, the identity backward) and ``randomized`` (else, unless the runner
+    finds the model random anyway, no EOT). With ``training_recipe`` set to another defense's
+    spec, e.g. ``"none"``, the model is trained by that defense, sharing its cached weights.
+    """
 
     kind: ClassVar[str] = "defense"
+    differentiable: ClassVar[bool] = True
+    randomized: ClassVar[bool] = False
+    training_recipe: ClassVar[str | None] = None
+
+    @property
+    def preprocesses(self) -> bool:
+        """Whether this defense transforms inputs at inference time (it overrides :meth:`preprocess`)."""
+        return type(self).preprocess is not Defense.preprocess
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """The inference-time transformation of a batch in [0, 1]; the identity unless overridden.
+
+        Must return a tensor of the same shape in [0, 1] on ``x``'s device, and raise
+        :class:`~robustbench_lite.errors.UsageError` for input shapes it cannot take (the runner
+        calls it on two test points before any work starts).
+        """
+        return x
 
     def prepare(self, context: TrainingContext) -> None:
         """Called once before training starts (not when cached weights are reused).

@@ -2,7 +2,9 @@
 
 The R&G score of a row is the sum of its accuracies (in %) over the whole eps grid, eps = 0
 included (Khalooei et al.). (model, defense) pairs are ranked by the R&G of their per-sample
-worst case over all attacks, the number an honest comparison rests on.
+worst case over all attacks, the number an honest comparison rests on. Each row carries the
+``flags`` of the sanity checks it fails (see :mod:`robustbench_lite.sanity`), and inference-time
+defenses appear twice: naive, and adaptive (defense label ``+bpda`` / ``+eot``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from . import sanity
 from .errors import UsageError
 
 WORST_CASE = "worst-case"
@@ -62,8 +65,14 @@ def success_table(cells: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
-def ranking(cells: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, defense): clean accuracy and the R&G score of each attack and the worst case."""
+def ranking(cells: pd.DataFrame, metadata: dict[str, Any] | None = None) -> pd.DataFrame:
+    """One row per (model, defense): clean accuracy, the R&G score of each attack and the worst case, and ``flags``.
+
+    Ranked by worst-case R&G; naive evaluations of defended models come last, unranked (rank <NA>).
+
+    ``flags`` names the sanity checks the row fails ("" if none), computed with the run's
+    ``metadata`` (``cells.attrs["metadata"]`` by default).
+    """
     table = accuracy_table(cells)
     wide = table.pivot_table(index=["model", "defense"], columns="attack", values="R&G", sort=False, dropna=False)
     attacks = [attack for attack in table["attack"].unique() if attack != WORST_CASE] + [WORST_CASE]
@@ -71,23 +80,39 @@ def ranking(cells: pd.DataFrame) -> pd.DataFrame:
     wide.columns = [f"R&G {attack}" for attack in attacks]
     clean = table[table["attack"] == WORST_CASE].set_index(["model", "defense"])[_eps_column(0.0)]
     wide.insert(0, "clean %", clean)
-    wide = wide.reset_index().sort_values(f"R&G {WORST_CASE}", ascending=False, na_position="last", kind="stable")
-    wide.insert(0, "rank", range(1, len(wide) + 1))
+    wide = wide.reset_index()
+    # A naive evaluation measures the attacks' blindness, not the defense: it is listed, never ranked.
+    naive_rows = set(map(tuple, cells.loc[cells.get("evaluation", pd.Series(dtype=str)) == "naive", ["model", "defense"]].values))
+    wide["_naive"] = [(model, defense) in naive_rows for model, defense in zip(wide["model"], wide["defense"])]
+    wide = wide.sort_values(["_naive", f"R&G {WORST_CASE}"], ascending=[True, False], na_position="last", kind="stable")
+    ranked = (~wide["_naive"]).sum()
+    wide.insert(0, "rank", pd.array(list(range(1, ranked + 1)) + [None] * (len(wide) - ranked), dtype="Int64"))
+    wide = wide.drop(columns="_naive")
+    findings = sanity.check(cells, metadata)
+    wide["flags"] = [sanity.flags(findings, model, defense) for model, defense in zip(wide["model"], wide["defense"])]
     return wide.reset_index(drop=True)
 
 
 def write(cells: pd.DataFrame, metadata: dict[str, Any], out_dir: Path, name: str) -> dict[str, Path]:
     """Write ``<name>.csv``, ``<name>.md`` and ``<name>.json`` into ``out_dir``; return their paths."""
     table = accuracy_table(cells)
-    ranks = ranking(cells)
-    table = table.merge(ranks[["model", "defense", "rank"]], on=["model", "defense"])
+    ranks = ranking(cells, metadata)
+    table = table.merge(ranks[["model", "defense", "rank", "flags"]], on=["model", "defense"])
     table["_worst_last"] = table["attack"].eq(WORST_CASE)
     table = table.sort_values(["rank", "_worst_last"], kind="stable").drop(columns="_worst_last")
     table = table[["rank"] + [column for column in table.columns if column != "rank"]]
     paths = {suffix: out_dir / f"{name}.{suffix}" for suffix in ("csv", "md", "json")}
     _write_text(paths["csv"], table.to_csv(index=False, float_format="%.2f"))
-    _write_text(paths["md"], _markdown(name, ranks, table, cells, metadata))
-    sidecar = {**metadata, "ranking": _records(ranks), "cells": _records(cells)}
+    findings = sanity.check(cells, metadata)
+    _write_text(paths["md"], _markdown(name, ranks, table, cells, metadata, findings))
+    sidecar = {
+        **metadata, "ranking": _records(ranks),
+        "sanity": [
+            {"model": model, "defense": defense, "check": finding.check, "reason": finding.reason}
+            for (model, defense), row in findings.items() for finding in row
+        ],
+        "cells": _records(cells),
+    }
     _write_text(paths["json"], json.dumps(sidecar, indent=2, default=str) + "\n")
     return paths
 
@@ -100,7 +125,19 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
-def _markdown(name: str, ranks: pd.DataFrame, table: pd.DataFrame, cells: pd.DataFrame, metadata: dict[str, Any]) -> str:
+def _unranked_as_naive(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with the rank of unranked (naive) rows written as "naive" rather than read as a failure."""
+    return frame.assign(rank=frame["rank"].astype("string").fillna("naive"))
+
+
+def _markdown(
+    name: str,
+    ranks: pd.DataFrame,
+    table: pd.DataFrame,
+    cells: pd.DataFrame,
+    metadata: dict[str, Any],
+    findings: dict[tuple[str, str], list[sanity.Finding]],
+) -> str:
     data = metadata["dataset"]
     lines = [
         f"# Leaderboard: {name}",
@@ -112,15 +149,20 @@ def _markdown(name: str, ranks: pd.DataFrame, table: pd.DataFrame, cells: pd.Dat
         "",
         "Robust accuracy counts a point only if it is classified correctly both clean and attacked; "
         "eps = 0 is clean accuracy. **R&G** = sum of the accuracies (%) over the eps grid, eps = 0 included. "
-        f"Ranked by the R&G of the per-sample **{WORST_CASE}** over all attacks.",
+        f"Ranked by the R&G of the per-sample **{WORST_CASE}** over all attacks; naive evaluations of "
+        "defended models are listed last, unranked.",
         "",
         "## Ranking",
         "",
-        ranks.to_markdown(index=False, floatfmt=".2f", missingval="failed"),
+        _unranked_as_naive(ranks).to_markdown(index=False, floatfmt=".2f", missingval="failed"),
         "",
+        *_evaluations_section(cells, metadata),
+        *_sanity_section(findings),
         "## Robust accuracy (%) per attack and eps",
         "",
-        table.drop(columns=["failed cells"]).to_markdown(index=False, floatfmt=".2f", missingval="failed"),
+        _unranked_as_naive(table.drop(columns=["failed cells", "flags"])).to_markdown(
+            index=False, floatfmt=".2f", missingval="failed"
+        ),
         "",
     ]
     if "target" in metadata:
@@ -144,6 +186,51 @@ def _markdown(name: str, ranks: pd.DataFrame, table: pd.DataFrame, cells: pd.Dat
     if metadata.get("command"):
         lines += ["Reproduce with:", "", "```", metadata["command"], "```", ""]
     return "\n".join(lines)
+
+
+def _evaluations_section(cells: pd.DataFrame, metadata: dict[str, Any]) -> list[str]:
+    """Which rows are naive and which adaptive evaluations; nothing when every row is standard."""
+    rows = cells.drop_duplicates(["model", "defense"])
+    rows = rows[rows["evaluation"] != "standard"]
+    if not len(rows):
+        return []
+    details = metadata.get("evaluations", {})
+    lines = [
+        "## Naive and adaptive evaluations",
+        "",
+        "Inference-time defenses (and models found to be random) are evaluated twice. **Naive**: the attacks "
+        "see the defended model as it is, so a non-differentiable preprocessing gives them a zero gradient and "
+        "a random one a single sample: such numbers overestimate robustness. **Adaptive** (Athalye et al. 2018): "
+        "`+bpda` rows differentiate through the preprocessing as if it were the identity (BPDA) while its forward "
+        f"pass stays real; `+eot` rows average each gradient over {metadata.get('eot', '?')} samples (EOT) in every "
+        "attack with an `eot` option. A differentiable, deterministic preprocessing is attacked through its exact "
+        "gradient, which is already adaptive, so it has a single row. Only the adaptive rows measure the defense.",
+        "",
+    ]
+    for row in rows.itertuples():
+        info = details.get(f"{row.model}/{row.defense}", {})
+        how = {"zero": "zero gradient through the preprocessing", "identity": "BPDA",
+               "exact": "exact gradient"}.get(info.get("gradient", ""), "")
+        eot = f", EOT {info['eot']}" if info.get("eot", 1) > 1 else ""
+        random = ", randomized model" if info.get("randomized") else ""
+        lines.append(f"- {row.model} / {row.defense}: **{row.evaluation}** ({how}{eot}{random})")
+    return lines + [""]
+
+
+def _sanity_section(findings: dict[tuple[str, str], list[sanity.Finding]]) -> list[str]:
+    lines = [
+        "## Sanity checks",
+        "",
+        "Signs that the attacks, not the defense, failed (Athalye et al. 2018; Carlini et al. 2019): "
+        + "; ".join(f"`{name}`: {meaning}" for name, meaning in sanity.CHECKS.items())
+        + ". A flagged row's numbers are not to be trusted as they stand.",
+        "",
+    ]
+    flagged = [(row, finding) for row, row_findings in findings.items() for finding in row_findings]
+    if not flagged:
+        return lines + ["No row is flagged.", ""]
+    lines += [f"- {model} / {defense}: `{finding.check}`: {finding.reason}" for (model, defense), finding in flagged]
+    return lines + [""]
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -4,6 +4,11 @@ All user input is validated before any work starts, so a typo costs nothing. Aft
 failure is isolated: a model that fails to train fails its own cells, an attack that raises
 fails its own cell, and the rest of the matrix still runs. The leaderboard is rewritten after
 every (model, defense), so a crash keeps everything finished so far.
+
+Inference-time defenses (and any model found to be random) are evaluated twice: naive, the
+defended model attacked as it is, and adaptive, with BPDA through non-differentiable
+preprocessing and EOT against randomness (Athalye et al. 2018). Each evaluated row also gets
+the probes the sanity checks need (see :mod:`robustbench_lite.sanity`).
 """
 
 from __future__ import annotations
@@ -14,9 +19,9 @@ import platform
 import re
 import time
 import warnings
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -30,7 +35,7 @@ from torch import nn
 
 from . import leaderboard
 from .errors import UsageError
-from .evaluation import adversarial_predictions, predict
+from .evaluation import adversarial_predictions, defended, predict
 from .leaderboard import WORST_CASE
 from .interfaces import Attack, Dataset, DatasetLoader, Defense, ModelBuilder, Normalize
 from .options import PluginSpec, split_spec_list
@@ -38,6 +43,10 @@ from .registry import Registry, default_registry
 from .training import TrainingConfig, TrainingRecord, batches_per_run, load_or_train
 
 DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_EOT = 8  # gradient samples per step of the adaptive evaluation of a randomized model
+RANDOMNESS_POINTS = 16  # test points passed twice through each model to detect randomness
+SANITY_EPS = 0.5  # l-inf budget of the large-eps probe: the all-0.5 image lies in every ball of [0, 1] inputs
+SANITY_POINTS = 64  # test points of the large-eps probe
 
 
 def default_cache_dir() -> Path:
@@ -47,7 +56,11 @@ def default_cache_dir() -> Path:
 
 @dataclass
 class Cell:
-    """One result: a (model, defense) under one attack at one eps. ``accuracy`` is in percent."""
+    """One result: a (model, defense) under one attack at one eps. ``accuracy`` is in percent.
+
+    ``evaluation``: ``standard``, ``naive`` (a defended model attacked as it is) or ``adaptive``
+    (BPDA and/or EOT; the defense label then ends in ``+bpda`` / ``+eot``).
+    """
 
     model: str
     defense: str
@@ -60,6 +73,7 @@ class Cell:
     status: str
     error: str = ""
     target_success: float | None = None
+    evaluation: str = "standard"
 
 
 def parse_eps(eps: str | Iterable[float] | None, default: Sequence[float]) -> list[float]:
@@ -144,6 +158,34 @@ def _check_output_size(model: nn.Module, builder: ModelBuilder, data: Dataset) -
         )
 
 
+def training_recipe(recipe: Defense, registry: Registry) -> Defense:
+    """The defense that trains ``recipe``'s model: itself, or the one its ``training_recipe`` names (followed)."""
+    seen = [recipe.label]
+    while recipe.training_recipe is not None:
+        try:
+            recipe = registry.create("defenses", recipe.training_recipe)
+        except UsageError as error:
+            raise UsageError(f"defense {seen[0]!r} trains as {recipe.training_recipe!r}: {error}") from None
+        if recipe.label in seen:
+            raise UsageError(f"defense {seen[0]!r}: training recipes form a cycle: {' -> '.join(seen + [recipe.label])}")
+        seen.append(recipe.label)
+    return recipe
+
+
+def _check_preprocessing(recipe: Defense, data: Dataset) -> None:
+    """Refuse, before any training, a preprocessing that cannot take this dataset's inputs."""
+    if not recipe.preprocesses:
+        return
+    sample = data.x_test[:2]
+    with torch.no_grad():
+        out = recipe.preprocess(sample)  # raises the defense's own UsageError for shapes it cannot take
+    if out.shape != sample.shape:
+        raise UsageError(
+            f"defense {recipe.label!r} turned inputs of shape {tuple(sample.shape)} into {tuple(out.shape)}; "
+            "preprocessing must keep the shape"
+        )
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "benchmark"
 
@@ -185,6 +227,7 @@ def run(
     progress: bool = False,
     command: str | None = None,
     target: str | int | None = None,
+    eot: int = DEFAULT_EOT,
     registry: Registry | None = None,
 ) -> pd.DataFrame:
     """Run the attack x defense x eps matrix and return one row per cell (see :class:`Cell`).
@@ -192,6 +235,9 @@ def run(
     Rows with attack ``"worst-case"`` hold the per-sample worst case over the attacks at each
     eps; eps = 0 rows hold clean accuracy. With ``target`` (a class name or index) every attack
     runs in targeted mode and ``target_success`` holds the targeted success rate in percent.
+    A defense with inference-time preprocessing, or a model found to be random, also gets an
+    adaptive row (defense label ``+bpda``, ``+eot`` or ``+bpda+eot``) whose attacks use BPDA
+    and, against randomness, ``eot`` gradient samples per step; ``evaluation`` says which row is which.
     ``df.attrs["metadata"]`` holds the run's metadata.
     With ``out`` set, the leaderboard is written to ``<out>/<name>.{csv,md,json}``.
     """
@@ -200,6 +246,9 @@ def run(
     loader: DatasetLoader = registry.create("datasets", dataset)
     builders: list[ModelBuilder] = _unique([registry.create("models", s) for s in _specs(models, "models")], "model")
     recipes: list[Defense] = _unique([registry.create("defenses", s) for s in _specs(defenses, "defenses")], "defense")
+    trainers = {recipe.label: training_recipe(recipe, registry) for recipe in recipes}
+    if isinstance(eot, bool) or not isinstance(eot, int) or eot < 1:
+        raise UsageError(f"eot must be a positive number of gradient samples, got {eot!r}")
     attack_specs = _specs(attacks, "attacks")
     threats: list[Attack] = _unique([registry.create("attacks", s) for s in attack_specs], "attack")
     untargetable = [attack.label for attack in threats if "target" not in attack.settings]
@@ -226,6 +275,8 @@ def run(
     y_eval = data.y_test[:n_eval].to(torch_device)
     for builder in builders:  # refuse shape mismatches before anything is trained
         _check_output_size(build_model(builder, data, seed), builder, data)
+    for recipe in recipes:
+        _check_preprocessing(recipe, data)
 
     benchmark = _slug(name or data.name)
     cache = _cache(cache_dir, use_cache)
@@ -237,23 +288,38 @@ def run(
     cells: list[Cell] = []
     trainings: dict[str, Any] = {}
     metadata_["training"] = trainings
+    evaluations: dict[str, Any] = {}
+    metadata_["evaluations"] = evaluations
+    metadata_["eot"] = eot
     with _progress(progress) as bars:
+        settings = _EvaluationSettings(grid, x_eval, y_eval, target_index, config, eot, bars)
         for builder in builders:
+            # Models still needed by a later defense of this builder (inference-time defenses share
+            # their training recipe's model), so that each is trained or loaded once per run.
+            pending = Counter(trainers[recipe.label].label for recipe in recipes)
+            trained: dict[str, tuple[nn.Module, TrainingRecord]] = {}
             for recipe in recipes:
                 group = f"{builder.label}/{recipe.label}"
+                trainer = trainers[recipe.label]
+                pending[trainer.label] -= 1
                 try:
-                    model, record = _train_with_progress(builder, recipe, data, config, torch_device, cache, bars)
+                    if trainer.label not in trained:
+                        trained[trainer.label] = _train_with_progress(
+                            builder, trainer, data, config, torch_device, cache, bars
+                        )
+                    model, record = trained[trainer.label] if pending[trainer.label] else trained.pop(trainer.label)
                 except Exception as error:  # a failing defense or model fails only its own cells
                     message = f"training failed: {type(error).__name__}: {error}"
                     bars.console.print(f"[red]{group}: {message}[/red]")
-                    cells += _failed_group(builder.label, recipe.label, threats, grid, n_eval, message)
+                    cells += _failed_group(builder.label, recipe.label, [a.label for a in threats], grid, n_eval, message)
                     trainings[group] = {"status": "failed", "error": message}
                     continue
                 trainings[group] = {
                     "status": "ok", "seconds": round(record.seconds, 3), "from_cache": record.from_cache,
                     "epoch_losses": record.epoch_losses,
+                    **({"trained_as": trainer.label} if trainer is not recipe else {}),
                 }
-                cells += _evaluate_group(model, builder, recipe, threats, grid, x_eval, y_eval, target_index, config, bars)
+                cells += _evaluate_defense(model, builder, recipe, threats, settings, evaluations)
                 if out_dir is not None:  # keep what is finished even if a later group crashes
                     leaderboard.write(_frame(cells), metadata_, out_dir, benchmark)
     frame = _frame(cells)
@@ -326,65 +392,154 @@ def trained_model(
     progress: bool = False,
     registry: Registry | None = None,
 ) -> tuple[nn.Module, Dataset]:
-    """The model ``rbl run`` would evaluate for these settings (same cache), in eval mode, and its dataset."""
+    """The model ``rbl run`` would evaluate for these settings (same cache), in eval mode, and its dataset.
+
+    For an inference-time defense that is the trained model behind the defense's preprocessing,
+    as the naive evaluation attacks it (zero input gradient through non-differentiable preprocessing).
+    """
     registry = registry or default_registry()
     loader: DatasetLoader = registry.create("datasets", dataset)
     builder: ModelBuilder = registry.create("models", model)
     recipe: Defense = registry.create("defenses", defense)
+    trainer = training_recipe(recipe, registry)
     config = training_config(loader, epochs, batch_size, train_eps, seed)
     torch_device = resolve_device(device)
     data = loader.load(Path(data_dir))
     _check_output_size(build_model(builder, data, seed), builder, data)
+    _check_preprocessing(recipe, data)
     with _progress(progress) as bars:
-        network, _ = _train_with_progress(builder, recipe, data, config, torch_device, _cache(cache_dir, use_cache), bars)
-    return network, data
+        network, _ = _train_with_progress(builder, trainer, data, config, torch_device, _cache(cache_dir, use_cache), bars)
+    return defended(network, recipe, _naive_gradient(recipe)), data
 
 
-def _evaluate_group(
+@dataclass
+class _EvaluationSettings:
+    """What every evaluated row of a run shares."""
+
+    grid: list[float]
+    x: torch.Tensor
+    y: torch.Tensor
+    target: int | None
+    config: TrainingConfig
+    eot: int
+    bars: Progress
+
+
+@dataclass
+class _Row:
+    """One evaluated row: a (model, defense) attacked in one way."""
+
+    defense: str
+    evaluation: str  # standard, naive or adaptive
+    model: nn.Module
+    threats: list[tuple[str, Attack]]  # (the label of the attack as the user gave it, the attack run)
+    gradient: str = "exact"
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _naive_gradient(recipe: Defense) -> str:
+    return "exact" if recipe.differentiable else "zero"
+
+
+def _with_eot(attack: Attack, samples: int) -> Attack:
+    """``attack`` averaging at least ``samples`` gradients per step, where it has an ``eot`` option."""
+    if "eot" not in attack.settings or attack.settings["eot"] >= samples:
+        return attack
+    return type(attack)(**{**attack.settings, "eot": samples})
+
+
+def _eot_of(threats: list[tuple[str, Attack]]) -> int:
+    return max([attack.settings.get("eot", 1) for _, attack in threats], default=1)
+
+
+def _is_randomized(model: nn.Module, x: torch.Tensor) -> bool:
+    """Whether two forward passes on the same inputs differ (beyond float noise)."""
+    try:
+        with torch.no_grad():
+            first, second = model(x), model(x)
+    except Exception:  # the clean evaluation reports what is wrong with the model
+        return False
+    return not torch.allclose(first, second, rtol=1e-4, atol=1e-5)
+
+
+def _rows(model: nn.Module, recipe: Defense, threats: list[Attack], settings: _EvaluationSettings) -> list[_Row]:
+    """The naive row of (model, recipe), plus the adaptive one where BPDA or EOT changes what attacks see."""
+    naive = defended(model, recipe, _naive_gradient(recipe))
+    torch.manual_seed(settings.config.seed)
+    detected = _is_randomized(naive, settings.x[:RANDOMNESS_POINTS])
+    randomized = recipe.randomized or detected
+    bpda = recipe.preprocesses and not recipe.differentiable
+    details = {"randomized": randomized, "randomized_declared": recipe.randomized, "randomized_detected": detected}
+    labelled = [(attack.label, attack) for attack in threats]
+    if not (bpda or randomized):  # attacks already see the exact gradient of a deterministic model
+        evaluation = "adaptive" if recipe.preprocesses else "standard"
+        return [_Row(recipe.label, evaluation, naive, labelled, _naive_gradient(recipe), details)]
+    suffix = ("+bpda" if bpda else "") + ("+eot" if randomized else "")
+    adaptive_threats = [(label, _with_eot(attack, settings.eot) if randomized else attack) for label, attack in labelled]
+    return [
+        _Row(recipe.label, "naive", naive, labelled, _naive_gradient(recipe),
+             {**details, "adaptive_row": recipe.label + suffix}),
+        _Row(recipe.label + suffix, "adaptive", defended(model, recipe, "identity" if bpda else "exact"),
+             adaptive_threats, "identity" if bpda else "exact", {**details, "naive_row": recipe.label}),
+    ]
+
+
+def _evaluate_defense(
     model: nn.Module,
     builder: ModelBuilder,
     recipe: Defense,
     threats: list[Attack],
-    grid: list[float],
-    x: torch.Tensor,
-    y: torch.Tensor,
-    target: int | None,
-    config: TrainingConfig,
-    bars: Progress,
+    settings: _EvaluationSettings,
+    evaluations: dict[str, Any],
 ) -> list[Cell]:
-    row = {"model": builder.label, "defense": recipe.label, "n": len(x)}
+    """Every row of (model, recipe): its cells, and its evaluation details and sanity probe in ``evaluations``."""
+    cells: list[Cell] = []
+    for row in _rows(model, recipe, threats, settings):
+        cells += _evaluate_group(row, builder, settings)
+        evaluations[f"{builder.label}/{row.defense}"] = {
+            "defense": recipe.label, "evaluation": row.evaluation, "gradient": row.gradient,
+            "eot": _eot_of(row.threats), **row.details, "large_eps_probe": _large_eps_probe(row, builder, settings),
+        }
+    return cells
+
+
+def _evaluate_group(row: _Row, builder: ModelBuilder, settings: _EvaluationSettings) -> list[Cell]:
+    x, y, grid, bars, config = settings.x, settings.y, settings.grid, settings.bars, settings.config
+    fields = {"model": builder.label, "defense": row.defense, "n": len(x), "evaluation": row.evaluation}
+    labels = [label for label, _ in row.threats]
     start = time.perf_counter()
     try:
-        clean = predict(model, x, config.batch_size)
+        torch.manual_seed(config.seed)  # a random model's clean predictions, too, are independent of the matrix order
+        clean = predict(row.model, x, config.batch_size)
     except Exception as error:
         message = f"clean evaluation failed: {type(error).__name__}: {error}"
-        return _failed_group(builder.label, recipe.label, threats, grid, len(x), message)
+        return _failed_group(builder.label, row.defense, labels, grid, len(x), message, row.evaluation)
     clean_seconds = time.perf_counter() - start
-    score = _Scorer(row, y, clean, target)
+    score = _Scorer(fields, y, clean, settings.target)
     outcomes: dict[str, dict[float, torch.Tensor]] = {}
     cells = []
-    for attack in threats:
-        outcomes[attack.label] = {0.0: clean}
-        cells.append(score(attack.label, 0.0, [clean], clean_seconds))
+    for label, attack in row.threats:
+        outcomes[label] = {0.0: clean}
+        cells.append(score(label, 0.0, [clean], clean_seconds))
         for eps in grid[1:]:
-            where = f"{attack.label} on {builder.label}/{recipe.label} eps={eps:g}"
+            where = f"{label} on {builder.label}/{row.defense} eps={eps:g}"
             task = bars.add_task(where, total=int((clean == y).sum()))
             torch.manual_seed(config.seed)  # each cell's randomness is independent of the matrix order
             start = time.perf_counter()
             try:
                 predicted = adversarial_predictions(
-                    model, attack, x, y, eps, clean, config.batch_size, advance=lambda k, t=task: bars.advance(t, k)
+                    row.model, attack, x, y, eps, clean, config.batch_size, advance=lambda k, t=task: bars.advance(t, k)
                 )
             except Exception as error:  # a failing attack fails only its own cell
                 message = f"{type(error).__name__}: {error}"
                 bars.console.print(f"[red]{where} failed: {message}[/red]")
-                cells.append(Cell(**row, attack=attack.label, eps=eps, accuracy=None, correct=None,
+                cells.append(Cell(**fields, attack=label, eps=eps, accuracy=None, correct=None,
                                   seconds=time.perf_counter() - start, status="failed", error=message))
                 continue
             finally:
                 bars.remove_task(task)
-            outcomes[attack.label][eps] = predicted
-            cells.append(score(attack.label, eps, [predicted], time.perf_counter() - start))
+            outcomes[label][eps] = predicted
+            cells.append(score(label, eps, [predicted], time.perf_counter() - start))
     for eps in grid:
         cell = score(WORST_CASE, eps, [per_eps[eps] for per_eps in outcomes.values() if eps in per_eps], 0.0)
         missing = [label for label, per_eps in outcomes.items() if eps not in per_eps]
@@ -392,6 +547,49 @@ def _evaluate_group(
             cell.status, cell.error = "incomplete", f"computed without the failed attacks: {', '.join(missing)}"
         cells.append(cell)
     return cells
+
+
+def _large_eps_probe(row: _Row, builder: ModelBuilder, settings: _EvaluationSettings) -> dict[str, Any] | None:
+    """Robust accuracy (%) of each l-inf attack at eps = SANITY_EPS on the first SANITY_POINTS test points.
+
+    At that budget the all-0.5 image lies in the ball of every input in [0, 1], so no classifier
+    can stay above the share of its most frequent class: an attack that leaves much more is
+    failing (gradient masking). Not run where the grid already reaches that eps, nor for targeted runs.
+    """
+    linf = [(label, attack) for label, attack in row.threats if attack.norm == "linf"]
+    if settings.target is not None or not linf or max(settings.grid) >= SANITY_EPS:
+        return None
+    config = settings.config
+    x, y = settings.x[:SANITY_POINTS], settings.y[:SANITY_POINTS]
+    try:
+        torch.manual_seed(config.seed)
+        clean = predict(row.model, x, config.batch_size)
+    except Exception:  # the cells already record why this model cannot be evaluated
+        return None
+    robust = clean == y
+    accuracy: dict[str, float | None] = {}
+    errors: dict[str, str] = {}
+    task = settings.bars.add_task(f"sanity probe on {builder.label}/{row.defense} eps={SANITY_EPS:g}",
+                                  total=len(linf) * int(robust.sum()))
+    try:
+        for label, attack in linf:
+            torch.manual_seed(config.seed)
+            try:
+                predicted = adversarial_predictions(
+                    row.model, attack, x, y, SANITY_EPS, clean, config.batch_size,
+                    advance=lambda k: settings.bars.advance(task, k),
+                )
+            except Exception as error:
+                accuracy[label], errors[label] = None, f"{type(error).__name__}: {error}"
+                continue
+            hit = clean.eq(y) & predicted.eq(y)
+            accuracy[label] = round(100.0 * int(hit.sum()) / len(y), 2)
+            robust &= predicted == y
+    finally:
+        settings.bars.remove_task(task)
+    if len(errors) < len(linf):
+        accuracy[WORST_CASE] = round(100.0 * int(robust.sum()) / len(y), 2)
+    return {"eps": SANITY_EPS, "n": len(y), "accuracy": accuracy, **({"errors": errors} if errors else {})}
 
 
 class _Scorer:
@@ -422,10 +620,12 @@ class _Scorer:
                     seconds=round(seconds, 4), status="ok", target_success=success)
 
 
-def _failed_group(model: str, defense: str, threats: list[Attack], grid: list[float], n: int, message: str) -> list[Cell]:
+def _failed_group(
+    model: str, defense: str, labels: list[str], grid: list[float], n: int, message: str, evaluation: str = "standard"
+) -> list[Cell]:
     return [
-        Cell(model, defense, label, eps, None, None, n, 0.0, "failed", message)
-        for label in [attack.label for attack in threats] + [WORST_CASE]
+        Cell(model, defense, label, eps, None, None, n, 0.0, "failed", message, evaluation=evaluation)
+        for label in labels + [WORST_CASE]
         for eps in grid
     ]
 
@@ -463,6 +663,7 @@ def _metadata(
             "torchvision": metadata.version("torchvision"),
         },
         "plugins": plugins,
+        "attacks": {attack.label: {"family": attack.family, "norm": attack.norm} for attack in threats},
         "device": {
             "type": device.type,
             "name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),

@@ -31,6 +31,7 @@ class AutoAttack(Attack):
     """
 
     name = "aa"
+    family = "iterative"
     description = (
         "AutoAttack-style ensemble: APGD-CE, APGD-T (top-k targets), C&W-inf, Square; per-sample worst case"
     )

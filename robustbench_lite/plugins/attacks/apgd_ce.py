@@ -14,6 +14,7 @@ class APGDCE(APGD):
     """APGD ascending the cross-entropy of the true label, or descending that of the target."""
 
     name = "apgd-ce"
+    family = "iterative"
     description = (
         "APGD with cross-entropy loss, l-inf: momentum and step-size halving at checkpoints, "
         "no step size to tune (Croce & Hein 2020)"

@@ -47,6 +47,7 @@ class APGDDLR(APGD):
     """APGD ascending the DLR loss; targeted (``target`` or ``target_rank``), the targeted DLR loss (APGD-T)."""
 
     name = "apgd-dlr"
+    family = "iterative"
     description = (
         "APGD with the scale-invariant DLR loss, l-inf; targeted DLR with target or target_rank set, i.e. APGD-T "
         "(Croce & Hein 2020)"

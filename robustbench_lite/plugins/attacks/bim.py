@@ -22,6 +22,7 @@ class BIM(Attack):
     """
 
     name = "bim"
+    family = "iterative"
     description = "Basic iterative method (I-FGSM): FGSM steps from the clean input, projected (Kurakin et al. 2017)"
     options = (
         Option("steps", int, 10, "number of gradient steps", minimum=1),

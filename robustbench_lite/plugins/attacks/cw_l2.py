@@ -31,6 +31,7 @@ class CarliniWagnerL2(Attack):
     """
 
     name = "cw-l2"
+    family = "minimum-norm"
     norm = "l2"
     description = "Carlini & Wagner l2: minimum-norm attack by Adam in tanh space, fitted to the eps budget (2017)"
     options = (

@@ -28,6 +28,7 @@ class DeepFool(Attack):
     """
 
     name = "deepfool"
+    family = "minimum-norm"
     norm = "l2"
     description = "DeepFool l2: steps to the nearest linearised decision boundary, fitted to the eps budget (2016)"
     options = (

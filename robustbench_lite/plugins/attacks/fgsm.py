@@ -20,6 +20,7 @@ class FGSM(Attack):
     """
 
     name = "fgsm"
+    family = "single-step"
     description = "Fast gradient sign method: one signed-gradient step of size eps (Goodfellow et al. 2015)"
     options = (TARGET_OPTION, EOT_OPTION)
 

@@ -48,6 +48,7 @@ class HopSkipJump(Attack):
     """
 
     name = "hsja"
+    family = "decision-based"
     description = (
         "HopSkipJump, l-inf, decision-based: only predicted labels; minimum-norm, so at eps it returns the "
         "example found if within eps, else the input (Chen et al. 2020)"

@@ -24,6 +24,7 @@ class MIFGSM(Attack):
     """
 
     name = "mifgsm"
+    family = "iterative"
     description = "Momentum iterative FGSM: signed steps along an accumulated normalised gradient (Dong et al. 2018)"
     options = (
         Option("steps", int, 10, "number of gradient steps", minimum=1),

@@ -24,6 +24,7 @@ class PGD(Attack):
     """
 
     name = "pgd"
+    family = "iterative"
     description = "Projected gradient descent, l-inf, with random start and restarts (Madry et al. 2018)"
     options = (
         Option("steps", int, 10, "number of gradient steps", minimum=1),

@@ -22,6 +22,7 @@ class PGDL2(Attack):
     """
 
     name = "pgd-l2"
+    family = "iterative"
     norm = "l2"
     description = "Projected gradient descent, l2, with random start and restarts (Madry et al. 2018)"
     options = (

@@ -43,6 +43,7 @@ class Square(Attack):
     """
 
     name = "square"
+    family = "score-based"
     description = "Square Attack, l-inf: score-based black-box random search with the margin loss (Andriushchenko et al. 2020)"
     options = (
         Option("queries", int, 1000, "forward passes per sample, the clean check included", minimum=SETUP_QUERIES),

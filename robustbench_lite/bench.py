@@ -1,0 +1,495 @@
+"""Attack throughput: images/s of every attack, next to its physical bound and to torchattacks.
+
+One implementation behind both ``rbl bench`` and the pytest-benchmark suite in
+``tests/benchmarks``. For one attack, model and batch it measures, in one process:
+
+* **ours**: the attack's ``perturb`` on the batch, and how many forward and backward passes
+  through the model it made (counted by :class:`PassCounter`, in images, so a pass over the
+  samples still searched counts only those);
+* **the physical bound**: what those passes cost at least, measured on the same model and batch:
+  ``forward passes x t(forward) + gradient evaluations x t(backward)``, where t(backward) is
+  t(forward + input gradient) - t(forward). For a pure gradient attack this is k x one
+  forward+backward, k = its gradient evaluations; forward-only queries (Square, HSJA, the extra
+  checks of restarts and budget fits) add their forward passes;
+* **torchattacks**: the same attack with the same settings in torchattacks, where it has one,
+  counted the same way.
+
+Every timing is the best of ``repeats`` runs, each from the same seed, so every run does the same
+work. The model is a freshly initialised network behind the usual normalisation, and the labels
+are its own predictions: every sample starts classified "correctly", so attacks that stop per
+sample once it is fooled do real work. Timings depend on the machine; the pass counts do not.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+from tabulate import tabulate
+from torch import nn
+
+from . import __version__
+from .attack_utils import check_bounds, loss_gradient
+from .errors import UsageError
+from .interfaces import Attack, Dataset
+from .options import PluginSpec, split_outside_brackets
+from .registry import Registry, default_registry
+from .runner import build_model, resolve_device
+
+# Budgets at which attacks are benchmarked, per norm: the usual CIFAR-10 ones. They matter only to
+# attacks that stop early (per sample, once fooled); the pass counts show how much work was done.
+EPS = {"linf": 8 / 255, "l2": 0.5}
+DEFAULT_SHAPE = (1, 28, 28)  # MNIST's; a model spec may name another with @CxHxW
+NUM_CLASSES = 10
+# Inputs are uniform in [0, 1]: the model normalises with that distribution's mean and std.
+UNIFORM_MEAN, UNIFORM_STD = 0.5, 1 / math.sqrt(12)
+
+# A timer runs ``run`` ``rounds`` times, calling ``setup`` (untimed) before each, and returns the
+# best time in seconds. pytest-benchmark's pedantic timer fits this shape too.
+Timer = Callable[[Callable[[], Any], Callable[[], None], int], float]
+
+
+class _CountBackward(torch.autograd.Function):
+    """Identity whose backward adds the batch's size to the counter: one backward pass through the model."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, counter: PassCounter) -> torch.Tensor:
+        ctx.counter = counter
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, gradient: torch.Tensor) -> tuple[torch.Tensor, None]:
+        ctx.counter.backward_images += len(gradient)
+        return gradient, None
+
+
+class PassCounter(nn.Module):
+    """Wraps a model and counts the images that pass forward and backward through it.
+
+    A backward pass is counted each time a gradient flows back to the model's input, however it
+    is asked for (``autograd.grad``, ``backward()``, one per class for a Jacobian), so attacks and
+    torchattacks are counted alike. Counting in images rather than calls is what makes the count
+    honest for attacks that shrink their batch to the samples still searched.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.forward_images = 0
+        self.backward_images = 0
+
+    def reset(self) -> None:
+        self.forward_images = self.backward_images = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.forward_images += len(x)
+        if torch.is_grad_enabled() and x.requires_grad:  # only then can a gradient come back through here
+            x = _CountBackward.apply(x, self)
+        return self.model(x)
+
+
+@dataclass
+class Workload:
+    """A model on a device with a batch to attack: the model's own predictions serve as labels."""
+
+    label: str  # the model's label and input shape, e.g. "resnet18@3x32x32"
+    model: nn.Module  # eval mode, parameters frozen
+    x: torch.Tensor
+    y: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.x)
+
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+
+def parse_model_spec(text: str) -> tuple[PluginSpec, tuple[int, ...]]:
+    """``"name[key=value,...]@CxHxW"`` as the model's spec and input shape (default :data:`DEFAULT_SHAPE`)."""
+    spec_text, shape = text.strip(), DEFAULT_SHAPE
+    head, at, tail = spec_text.rpartition("@")
+    if at and "]" not in tail:
+        if not re.fullmatch(r"\s*\d+(\s*x\s*\d+)*\s*", tail) or not head.strip():
+            raise UsageError(f"malformed model spec {text!r}; expected name[key=value,...]@CxHxW, e.g. resnet18@3x32x32")
+        spec_text, shape = head, tuple(int(side) for side in tail.lower().split("x"))
+        if min(shape) == 0:
+            raise UsageError(f"input shape of {text!r} has a zero side")
+    return PluginSpec.parse(spec_text), shape
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    return "x".join(map(str, shape))
+
+
+def make_workload(
+    model: str, batch_size: int, device: str | torch.device = "cpu", seed: int = 0, registry: Registry | None = None
+) -> Workload:
+    """A freshly initialised model (spec ``name[options]@CxHxW``) and a batch of uniform noise for it."""
+    registry = registry or default_registry()
+    spec, shape = parse_model_spec(model)
+    builder = registry.create("models", spec)
+    device = resolve_device(device) if isinstance(device, str) else device
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand((batch_size, *shape), generator=generator)
+    # build_model puts the network behind the same normalisation `rbl run` uses; it wants a Dataset for that.
+    data = Dataset(
+        name="noise", x_train=x, y_train=torch.zeros(batch_size, dtype=torch.long), x_test=x,
+        y_test=torch.zeros(batch_size, dtype=torch.long), classes=[str(k) for k in range(NUM_CLASSES)],
+        mean=[UNIFORM_MEAN] * shape[0], std=[UNIFORM_STD] * shape[0], source="uniform noise",
+    )
+    network = build_model(builder, data, seed).to(device).eval().requires_grad_(False)
+    x = x.to(device)
+    with torch.no_grad():
+        y = network(x).argmax(dim=1)
+    loss_gradient(network, x, y)  # warm up kernels and the allocator, so that no measurement pays for it
+    return Workload(label=f"{builder.label}@{shape_text(shape)}", model=network, x=x, y=y)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued CUDA work, so that a timer stops when the work is done, not when it is queued."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def best_time(run: Callable[[], Any], setup: Callable[[], None], rounds: int) -> float:
+    """The default :data:`Timer`: the best wall time of ``rounds`` calls of ``run``, ``setup`` before each."""
+    best = math.inf
+    for _ in range(rounds):
+        setup()
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@dataclass
+class Counted:
+    """One implementation's best time and its passes per run, in full-batch equivalents."""
+
+    seconds: float
+    forward_passes: float
+    gradient_evaluations: float
+
+
+def time_and_count(
+    call: Callable[[nn.Module], Any], workload: Workload, rounds: int, seed: int, timer: Timer = best_time
+) -> tuple[Counted, Any]:
+    """Time ``call(counted_model)`` with ``timer`` and count its passes; returns them and the last output.
+
+    Every round starts from ``seed``, so every round does the same work and the count per round is
+    the total over the rounds divided by their number. Timing the counted model costs one
+    identity node per forward pass, nothing next to a network's layers.
+    """
+    counter = PassCounter(workload.model).eval()
+    prepared = call(counter)  # e.g. a torchattacks instance, built once outside the timed region
+    calls, last = 0, None
+
+    def setup() -> None:
+        torch.manual_seed(seed)
+        synchronize(workload.device)
+
+    def run() -> None:
+        nonlocal calls, last
+        last = prepared()
+        synchronize(workload.device)
+        calls += 1
+
+    seconds = timer(run, setup, rounds)
+    per_batch = max(calls, 1) * workload.batch_size
+    return Counted(seconds, counter.forward_images / per_batch, counter.backward_images / per_batch), last
+
+
+def pass_seconds(workload: Workload, rounds: int, timer: Timer = best_time) -> tuple[float, float]:
+    """Best times of one forward pass (no graph) and of one forward pass plus input gradient, on the batch."""
+    model, x, y = workload.model, workload.x, workload.y
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(x)
+        synchronize(workload.device)
+
+    def forward_backward() -> None:
+        loss_gradient(model, x, y)  # the primitive every gradient attack iterates
+        synchronize(workload.device)
+
+    nothing = lambda: synchronize(workload.device)  # noqa: E731
+    return timer(forward, nothing, rounds), timer(forward_backward, nothing, rounds)
+
+
+def _step(settings: dict[str, Any], eps: float) -> float:
+    """The built-in iterative attacks' absolute step: rel_step_size * eps, else 2.5 * eps / steps."""
+    relative = settings.get("rel_step_size")
+    return eps * (relative if relative is not None else 2.5 / settings["steps"])
+
+
+# torchattacks' counterparts of the built-in attacks, given the same settings: (torchattacks, model,
+# our settings, eps) -> a torchattacks attack. The one place in the core that knows attacks by name,
+# because translating settings is attack-specific; an attack missing here simply has no comparison.
+COUNTERPARTS: dict[str, Callable[[Any, nn.Module, dict[str, Any], float], Any]] = {
+    "fgsm": lambda ta, model, s, eps: ta.FGSM(model, eps=eps),
+    "pgd": lambda ta, model, s, eps: ta.PGD(
+        model, eps=eps, alpha=_step(s, eps), steps=s["steps"], random_start=s["random_start"]),
+    "bim": lambda ta, model, s, eps: ta.BIM(model, eps=eps, alpha=_step(s, eps), steps=s["steps"]),
+    "mifgsm": lambda ta, model, s, eps: ta.MIFGSM(
+        model, eps=eps, alpha=_step(s, eps), steps=s["steps"], decay=s["decay"]),
+    "pgd-l2": lambda ta, model, s, eps: ta.PGDL2(
+        model, eps=eps, alpha=_step(s, eps), steps=s["steps"], random_start=s["random_start"]),
+    "apgd-ce": lambda ta, model, s, eps: ta.APGD(
+        model, norm="Linf", eps=eps, steps=s["steps"], loss="ce", rho=s["rho"], seed=0),
+    "apgd-dlr": lambda ta, model, s, eps: ta.APGD(
+        model, norm="Linf", eps=eps, steps=s["steps"], loss="dlr", rho=s["rho"], seed=0),
+    "cw-l2": lambda ta, model, s, eps: ta.CW(model, c=s["c"], kappa=s["kappa"], steps=s["steps"], lr=s["lr"]),
+    "deepfool": lambda ta, model, s, eps: ta.DeepFool(model, steps=s["steps"], overshoot=s["overshoot"]),
+    "square": lambda ta, model, s, eps: ta.Square(
+        model, norm="Linf", eps=eps, n_queries=s["queries"], p_init=s["p_init"], seed=0),
+}
+# Settings torchattacks' counterparts do not have: an attack using one of them has no comparison.
+NOT_IN_TORCHATTACKS = {"target": None, "target_rank": None, "eot": 1, "restarts": 1}
+
+
+def torchattacks_counterpart(attack: Attack, model: nn.Module, eps: float) -> Any | None:
+    """torchattacks' implementation of ``attack`` with its settings; None where it has none or is not installed."""
+    factory = COUNTERPARTS.get(attack.name)
+    if factory is None or any(attack.settings.get(key, value) != value for key, value in NOT_IN_TORCHATTACKS.items()):
+        return None
+    try:
+        import torchattacks  # here, not at the top: it imports scipy, which costs seconds
+    except ImportError:
+        return None
+    return factory(torchattacks, model, attack.settings, eps)
+
+
+@dataclass
+class Measurement:
+    """One attack on one model and batch: ours, its physical bound, and torchattacks. Times in seconds."""
+
+    attack: str
+    model: str
+    batch_size: int
+    device: str
+    eps: float
+    seconds: float
+    forward_passes: float
+    gradient_evaluations: float
+    bound_seconds: float
+    forward_seconds: float  # one forward pass of the batch
+    forward_backward_seconds: float  # one forward pass plus input gradient
+    settings: dict[str, Any] = field(default_factory=dict)  # every option of the attack, defaults included
+    torchattacks: str | None = None  # the counterpart's class, None where there is none
+    torchattacks_seconds: float | None = None
+    torchattacks_forward_passes: float | None = None
+    torchattacks_gradient_evaluations: float | None = None
+    torch_threads: int = field(default_factory=torch.get_num_threads)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.batch_size / self.seconds
+
+    @property
+    def bound_images_per_s(self) -> float | None:
+        return self.batch_size / self.bound_seconds if self.bound_seconds > 0 else None
+
+    @property
+    def bound_ratio(self) -> float | None:
+        """Our time over the bound's: 1 is the most the passes allow, above 1 is overhead."""
+        return self.seconds / self.bound_seconds if self.bound_seconds > 0 else None
+
+    @property
+    def torchattacks_images_per_s(self) -> float | None:
+        return None if self.torchattacks_seconds is None else self.batch_size / self.torchattacks_seconds
+
+    @property
+    def torchattacks_ratio(self) -> float | None:
+        """Our time over torchattacks': below 1, ours is faster."""
+        return None if self.torchattacks_seconds is None else self.seconds / self.torchattacks_seconds
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field and derived figure, JSON-ready (pytest-benchmark's extra_info, ``rbl bench --json``)."""
+        derived = (
+            "images_per_s", "bound_images_per_s", "bound_ratio", "torchattacks_images_per_s", "torchattacks_ratio",
+        )
+        return {**asdict(self), **{name: getattr(self, name) for name in derived}}
+
+
+def _eps(attack: Attack) -> float:
+    if attack.norm not in EPS:
+        raise UsageError(f"attack {attack.label!r} works in the {attack.norm} norm, which has no benchmark eps")
+    return EPS[attack.norm]
+
+
+def measure(
+    attack: str | Attack,
+    workload: Workload,
+    repeats: int = 3,
+    seed: int = 0,
+    timer: Timer = best_time,
+    torchattacks: bool = True,
+    registry: Registry | None = None,
+) -> Measurement:
+    """Time and count ``attack`` (a spec or an instance) on ``workload``, its physical bound, and torchattacks.
+
+    ``timer`` times our attack only (pytest-benchmark passes its own); the bound and torchattacks
+    are timed with :func:`best_time` over as many rounds.
+    """
+    if isinstance(attack, str):
+        attack = (registry or default_registry()).create("attacks", attack)
+    eps = _eps(attack)
+    ours, x_adv = time_and_count(
+        lambda model: lambda: attack.perturb(model, workload.x, workload.y, eps), workload, repeats, seed, timer,
+    )
+    check_bounds(x_adv, workload.x, eps, attack.norm)  # a fast attack that escapes its ball is no result
+    forward, forward_backward = pass_seconds(workload, repeats)
+    bound = ours.forward_passes * forward + ours.gradient_evaluations * max(forward_backward - forward, 0.0)
+    result = Measurement(
+        attack=attack.label, model=workload.label, batch_size=workload.batch_size, device=str(workload.device),
+        eps=eps, settings=dict(attack.settings), seconds=ours.seconds, forward_passes=ours.forward_passes,
+        gradient_evaluations=ours.gradient_evaluations, bound_seconds=bound, forward_seconds=forward,
+        forward_backward_seconds=forward_backward,
+    )
+    probe = torchattacks_counterpart(attack, workload.model, eps) if torchattacks else None
+    if probe is not None:
+
+        def counterpart(model: nn.Module) -> Callable[[], torch.Tensor]:
+            reference = torchattacks_counterpart(attack, model, eps)  # on the counted model
+            return lambda: reference(workload.x, workload.y)
+
+        theirs, _ = time_and_count(counterpart, workload, repeats, seed)
+        result.torchattacks = type(probe).__name__
+        result.torchattacks_seconds = theirs.seconds
+        result.torchattacks_forward_passes = theirs.forward_passes
+        result.torchattacks_gradient_evaluations = theirs.gradient_evaluations
+    return result
+
+
+def parse_batch_sizes(text: str) -> list[int]:
+    """``"128,512"`` as positive ints, or raise UsageError."""
+    try:
+        sizes = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise UsageError(f"batch sizes must be positive integers separated by commas, e.g. 128,512; got {text!r}")
+    return sizes
+
+
+def _items(value: str | Iterable[str]) -> list[str]:
+    items = split_outside_brackets(value, ",") if isinstance(value, str) else list(value)
+    items = [item.strip() for item in items if item.strip()]
+    if not items:
+        raise UsageError(f"empty list {value!r}")
+    return items
+
+
+def bench(
+    attacks: str | Iterable[str] = "fgsm,pgd",
+    models: str | Iterable[str] = "cnn",
+    batch_sizes: str | Iterable[int] = "128",
+    device: str = "auto",
+    repeats: int = 3,
+    seed: int = 0,
+    torchattacks: bool = True,
+    progress: Callable[[str], None] | None = None,
+    registry: Registry | None = None,
+) -> list[Measurement]:
+    """:func:`measure` every attack on every model at every batch size; what ``rbl bench`` runs.
+
+    Every name is checked before any work starts: an unknown one raises UsageError.
+    """
+    registry = registry or default_registry()
+    if repeats < 1:
+        raise UsageError(f"repeats must be at least 1; got {repeats}")
+    attack_list = [registry.create("attacks", spec) for spec in _items(attacks)]
+    for attack in attack_list:
+        _eps(attack)
+    model_list = _items(models)
+    for model in model_list:  # a builder that cannot take the input shape says so now, not after an hour
+        spec, shape = parse_model_spec(model)
+        builder = registry.create("models", spec)
+        try:
+            builder.build(shape, NUM_CLASSES)
+        except UsageError as error:
+            raise UsageError(f"{error}; give it another input shape with @CxHxW, e.g. {spec.name}@3x32x32") from None
+    sizes = parse_batch_sizes(batch_sizes) if isinstance(batch_sizes, str) else list(batch_sizes)
+    resolved = resolve_device(device)
+    results = []
+    for model in model_list:
+        for size in sizes:
+            workload = make_workload(model, size, resolved, seed, registry)
+            for attack in attack_list:
+                if progress:
+                    progress(f"{attack.label} on {workload.label}, batch {size}")
+                results.append(measure(attack, workload, repeats, seed, torchattacks=torchattacks))
+    return results
+
+
+COLUMNS = (
+    "attack", "model", "batch", "images/s", "grad evals", "bound images/s", "ours/bound",
+    "torchattacks images/s", "ta grad evals", "ours/torchattacks",
+)
+
+
+def _rate(value: float | None) -> str:
+    """Images/s to three significant digits without an exponent (3.04, 58.1, 1840)."""
+    if value is None:
+        return "-"
+    digits = max(0, 2 - math.floor(math.log10(value))) if value > 0 else 0
+    return f"{value:.{digits}f}"
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_table(measurements: Iterable[Measurement]) -> str:
+    """The measurements as a GitHub-readable table; ratios are time ratios (below 1: ours is faster)."""
+    rows = [
+        (m.attack, m.model, m.batch_size, _rate(m.images_per_s), _number(m.gradient_evaluations, ".4g"),
+         _rate(m.bound_images_per_s), _number(m.bound_ratio, ".2f"), _rate(m.torchattacks_images_per_s),
+         _number(m.torchattacks_gradient_evaluations, ".4g"), _number(m.torchattacks_ratio, ".2f"))
+        for m in measurements
+    ]
+    # Formatted here, so that tabulate's number parsing cannot turn "1840" back into "1840.0".
+    return tabulate(rows, headers=COLUMNS, tablefmt="github", disable_numparse=True,
+                    colalign=("left", "left") + ("right",) * (len(COLUMNS) - 2))
+
+
+def describe_setting(measurements: Sequence[Measurement], repeats: int) -> str:
+    """One line on what the figures depend on: device, threads, budgets and timing."""
+    devices = ", ".join(sorted({m.device for m in measurements})) or "no measurements"
+    threads = ", ".join(str(t) for t in sorted({m.torch_threads for m in measurements}))
+    eps = ", ".join(f"{norm} eps {value:.4g}" for norm, value in EPS.items())
+    return f"{devices} ({threads} torch threads), {eps}, best of {repeats} run(s)"
+
+
+def metadata(repeats: int, seed: int) -> dict[str, Any]:
+    """Versions and settings the figures depend on, for the JSON file."""
+    try:
+        torchattacks_version: str | None = version("torchattacks")
+    except PackageNotFoundError:  # not installed: there is simply no comparison
+        torchattacks_version = None
+    return {
+        "robustbench_lite": __version__, "torch": torch.__version__, "torchattacks": torchattacks_version,
+        "python": platform.python_version(), "machine": platform.platform(), "processor": platform.processor(),
+        "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "torch_threads": torch.get_num_threads(), "eps": EPS, "repeats": repeats, "seed": seed,
+        "timing": "best of repeats, every run from the same seed",
+        "bound": "forward_passes * forward_seconds + gradient_evaluations * (forward_backward_seconds - forward_seconds)",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def write_json(path: Path, measurements: Iterable[Measurement], repeats: int, seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"metadata": metadata(repeats, seed), "measurements": [m.as_dict() for m in measurements]}
+    path.write_text(json.dumps(payload, indent=2) + "\n")
