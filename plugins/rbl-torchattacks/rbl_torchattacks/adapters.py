@@ -42,6 +42,7 @@ class Adaptation:
     targeted: bool = False  # the class supports targeted mode
     minimum_norm: bool = False  # no budget parameter: the adapter enforces eps
     rgb_only: bool = False  # the class only works on 3-channel images
+    family: str = "iterative"  # robustbench_lite.interfaces.ATTACK_FAMILIES, for the sanity checks
     defaults: tuple[tuple[str, Any], ...] = ()  # introspected defaults replaced (and so the option's type)
 
     @property
@@ -50,12 +51,12 @@ class Adaptation:
 
 
 ADAPTATIONS = (
-    Adaptation("FGSM", targeted=True),
+    Adaptation("FGSM", targeted=True, family="single-step"),
     Adaptation("BIM", targeted=True),
-    Adaptation("RFGSM", targeted=True),
+    Adaptation("RFGSM", targeted=True, family="single-step"),
     Adaptation("PGD", targeted=True),
     Adaptation("EOTPGD", targeted=True),
-    Adaptation("FFGSM", targeted=True),
+    Adaptation("FFGSM", targeted=True, family="single-step"),
     Adaptation("TPGD"),
     Adaptation("MIFGSM", targeted=True),
     Adaptation("UPGD", targeted=True),
@@ -67,23 +68,25 @@ ADAPTATIONS = (
     Adaptation("VMIFGSM", targeted=True),
     Adaptation("VNIFGSM", targeted=True),
     Adaptation("PGDRS", targeted=True),
-    Adaptation("SPSA", targeted=True),
+    Adaptation("SPSA", targeted=True, family="score-based"),
     Adaptation("PIFGSM", rgb_only=True),
     Adaptation("PIFGSMPP", targeted=True, rgb_only=True),
     Adaptation("PGDL2", norm="l2", targeted=True),
     Adaptation("PGDRSL2", norm="l2", targeted=True),
     *(
-        Adaptation(attack, norm=norm, multi_norm=True, targeted=targeted)
-        for attack, targeted in (("APGD", False), ("APGDT", False), ("FAB", True))
+        Adaptation(attack, norm=norm, multi_norm=True, targeted=targeted, family=family)
+        for attack, targeted, family in (
+            ("APGD", False, "iterative"), ("APGDT", False, "iterative"), ("FAB", True, "minimum-norm")
+        )
         for norm in ("linf", "l2")
     ),
     # l-inf only: torchattacks' L2 Square (alone and inside AutoAttack) fails on images smaller than 5x5.
-    Adaptation("Square", multi_norm=True, targeted=True),
+    Adaptation("Square", multi_norm=True, targeted=True, family="score-based"),
     # seed=None would seed from the clock; 0 keeps every cell reproducible, like the rest of rbl.
     Adaptation("AutoAttack", multi_norm=True, defaults=(("seed", 0),)),
     # c and kappa are real numbers with integer defaults.
-    Adaptation("CW", norm="l2", targeted=True, minimum_norm=True, defaults=(("c", 1.0), ("kappa", 0.0))),
-    Adaptation("DeepFool", norm="l2", minimum_norm=True),
+    Adaptation("CW", norm="l2", targeted=True, minimum_norm=True, defaults=(("c", 1.0), ("kappa", 0.0)), family="minimum-norm"),
+    Adaptation("DeepFool", norm="l2", minimum_norm=True, family="minimum-norm"),
 )
 
 # torchattacks classes left out, and why.
@@ -209,6 +212,7 @@ def adapter(adaptation: Adaptation) -> type[TorchattacksAttack]:
             "name": adaptation.name,
             "description": f"torchattacks {adaptation.attack} ({'; '.join(notes)})",
             "norm": adaptation.norm,
+            "family": adaptation.family,
             "adaptation": adaptation,
             "__module__": __name__,
         },

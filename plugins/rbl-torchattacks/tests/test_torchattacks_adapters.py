@@ -13,7 +13,7 @@ from robustbench_lite.registry import Registry
 
 pytest.importorskip("rbl_torchattacks", reason="rbl-torchattacks is not installed: pip install -e plugins/rbl-torchattacks")
 import torchattacks  # noqa: E402  (a dependency of rbl-torchattacks)
-from rbl_torchattacks import ADAPTATIONS, SKIPPED  # noqa: E402
+from rbl_torchattacks import ADAPTATIONS, ADAPTERS, SKIPPED  # noqa: E402
 from rbl_torchattacks.adapters import BUDGET_PARAMETERS, SET_BY_ADAPTER  # noqa: E402
 
 # Every adapted attack with settings that keep it under a second on a 4-image batch.
@@ -158,3 +158,14 @@ def test_rbl_run_with_ta_pgd_writes_its_leaderboard_row(tmp_path, capsys):
     rows = (tmp_path / "tiny.csv").read_text().splitlines()
     assert any(row.split(",")[3] == "ta-pgd" for row in rows[1:])
     assert '"ta-pgd": "rbl-torchattacks 0.1.0"' in (tmp_path / "tiny.json").read_text()
+
+
+def test_families_are_declared_for_the_sanity_checks():
+    """single-step vs iterative vs black-box comparisons need every adapter's family."""
+    from robustbench_lite.interfaces import ATTACK_FAMILIES
+
+    families = {attack.name: attack.family for attack in ADAPTERS}
+    assert set(families.values()) <= set(ATTACK_FAMILIES) - {"unspecified"}
+    assert (families["ta-fgsm"], families["ta-pgd"], families["ta-square"], families["ta-cw"]) == (
+        "single-step", "iterative", "score-based", "minimum-norm"
+    )
