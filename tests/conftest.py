@@ -25,6 +25,20 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def conv_model_and_batch() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """A fixed random conv net on 14x14 inputs, a batch of 128 and the model's own labels, for the
+    reference cross-checks (128, a power of two, so that torchattacks' batch-mean loss has exactly
+    1/128 times the gradient of our summed loss)."""
+    torch.manual_seed(5)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
+        torch.nn.Linear(8 * 6 * 6, 10),
+    ).eval().requires_grad_(False)
+    x = torch.rand(128, 1, 14, 14)
+    return model, x, model(x).argmax(1)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
     """One intra-op thread for the whole suite: its tensors are small, and on a busy 2-core machine

@@ -21,16 +21,6 @@ torchattacks = pytest.importorskip("torchattacks")
 ULP_TOLERANCE = 1e-6
 
 
-def model_and_batch():
-    """A fixed random conv net on 14x14 inputs and a batch of 128 (a power of two, so that
-    torchattacks' batch-mean loss has exactly 1/128 times our summed loss's gradient)."""
-    torch.manual_seed(5)
-    model = nn.Sequential(
-        nn.Conv2d(1, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 6 * 6, 10)
-    ).eval().requires_grad_(False)
-    x = torch.rand(128, 1, 14, 14)
-    return model, x, model(x).argmax(1)
-
 
 def targeted(reference, target: int | None, y: torch.Tensor) -> tuple[object, torch.Tensor]:
     """The torchattacks attack and the labels to call it with: ours take ``target=k``, torchattacks
@@ -50,11 +40,11 @@ SCHEDULES = [(0.1, 10, 0.25), (0.3, 7, 2.5 / 7), (0.03, 1, 1.0), (0.05, 20, 0.1)
 
 @pytest.mark.parametrize("target", [None, 3])
 @pytest.mark.parametrize("eps, steps, fraction", SCHEDULES)
-def test_bim_matches_torchattacks_to_the_last_ulp(eps, steps, fraction, target):
+def test_bim_matches_torchattacks_to_the_last_ulp(eps, steps, fraction, target, conv_model_and_batch):
     """Same alpha and steps as torchattacks.BIM. Not bit for bit: torchattacks projects by comparing
     the iterate with max(x - eps, 0) and x + eps, we clip the perturbation and add it back to x,
     and x + (x_adv - x) rounds to x_adv only up to an ulp. The signs of every step still agree."""
-    model, x, y = model_and_batch()
+    model, x, y = conv_model_and_batch
     ours = rbl.get_attack("bim", steps=steps, rel_step_size=fraction, target=target).perturb(model, x, y, eps)
     reference, labels = targeted(torchattacks.BIM(model, eps=eps, alpha=eps * fraction, steps=steps), target, y)
     assert max_difference(ours, reference(x, labels)) <= ULP_TOLERANCE
@@ -63,10 +53,10 @@ def test_bim_matches_torchattacks_to_the_last_ulp(eps, steps, fraction, target):
 
 @pytest.mark.parametrize("decay, target", [(1.0, None), (0.5, 3)])
 @pytest.mark.parametrize("eps, steps, fraction", SCHEDULES)
-def test_mifgsm_is_identical_to_torchattacks(eps, steps, fraction, decay, target):
+def test_mifgsm_is_identical_to_torchattacks(eps, steps, fraction, decay, target, conv_model_and_batch):
     """Same decay, alpha and steps as torchattacks.MIFGSM: identical, because the normalisation by
     mean|grad| cancels the 1/128 between the summed and the batch-mean loss exactly."""
-    model, x, y = model_and_batch()
+    model, x, y = conv_model_and_batch
     attack = rbl.get_attack("mifgsm", steps=steps, rel_step_size=fraction, decay=decay, target=target)
     reference, labels = targeted(
         torchattacks.MIFGSM(model, eps=eps, alpha=eps * fraction, steps=steps, decay=decay), target, y
@@ -111,10 +101,10 @@ def test_mifgsm_zero_gradient_guard_is_the_only_difference_from_torchattacks():
 
 @pytest.mark.parametrize("target", [None, 3])
 @pytest.mark.parametrize("eps, steps, fraction", [(1.0, 10, 0.25), (3.0, 7, 2.5 / 7), (0.3, 1, 1.0), (0.5, 20, 0.1)])
-def test_pgd_l2_without_random_start_matches_torchattacks(eps, steps, fraction, target):
+def test_pgd_l2_without_random_start_matches_torchattacks(eps, steps, fraction, target, conv_model_and_batch):
     """Same alpha and steps as torchattacks.PGDL2(random_start=False). Not bit for bit: torchattacks
     divides the gradient by its norm + 1e-10, we by the norm alone."""
-    model, x, y = model_and_batch()
+    model, x, y = conv_model_and_batch
     attack = rbl.get_attack("pgd-l2", steps=steps, rel_step_size=fraction, random_start=False, target=target)
     reference, labels = targeted(
         torchattacks.PGDL2(model, eps=eps, alpha=eps * fraction, steps=steps, random_start=False), target, y
@@ -124,9 +114,9 @@ def test_pgd_l2_without_random_start_matches_torchattacks(eps, steps, fraction, 
     assert (ours - x).flatten(1).norm(dim=1).max() > eps / 2
 
 
-def test_seeded_pgd_l2_random_start_starts_where_torchattacks_does():
+def test_seeded_pgd_l2_random_start_starts_where_torchattacks_does(conv_model_and_batch):
     """pgd-l2 draws its random start as torchattacks does, in the same order: seeded alike, the runs agree."""
-    model, x, y = model_and_batch()
+    model, x, y = conv_model_and_batch
     torch.manual_seed(11)
     ours = rbl.get_attack("pgd-l2", steps=5, rel_step_size=0.5).perturb(model, x, y, 2.0)
     torch.manual_seed(11)
