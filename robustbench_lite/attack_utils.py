@@ -29,6 +29,13 @@ def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, y, reduction="none")
 
 
+def margin_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per sample max_{i != label} z_i - z_label: positive exactly when ``label`` is not the prediction."""
+    is_label = F.one_hot(labels, logits.shape[1]).bool()
+    best_other = logits.masked_fill(is_label, -torch.inf).amax(dim=1)
+    return best_other - logits.gather(1, labels[:, None]).squeeze(1)
+
+
 def loss_gradient(
     model: nn.Module,
     x: torch.Tensor,

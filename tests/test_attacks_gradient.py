@@ -288,7 +288,7 @@ def test_no_attack_makes_the_model_more_accurate(small_cnn, name, options, budge
 
 def test_cw_linf_margin_loss_and_one_step_by_hand():
     """cw-linf is PGD on max_{i != y} z_i - z_y: the margin by hand, and one step of size eps as its signed gradient."""
-    from robustbench_lite.plugins.attacks.cw_linf import margin_loss
+    from robustbench_lite.attack_utils import margin_loss
 
     logits = torch.tensor([[2.0, 5.0, -1.0], [0.5, 0.0, 3.0]])
     assert torch.equal(margin_loss(logits, torch.tensor([1, 1])), torch.tensor([-3.0, 3.0]))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from robustbench_lite.attack_utils import margin_loss
 from robustbench_lite.hookspecs import hookimpl
 from robustbench_lite.interfaces import Attack
 from robustbench_lite.options import Option
@@ -64,10 +64,7 @@ class CarliniWagnerL2(Attack):
 
     def _margin(self, logits: torch.Tensor, goal: Goal) -> torch.Tensor:
         """C&W's f: the followed label's logit lead over the best other logit (signed by goal), floored at -kappa."""
-        followed = logits.gather(1, goal.labels[:, None]).squeeze(1)
-        is_followed = F.one_hot(goal.labels, logits.shape[1]).bool()
-        best_other = logits.masked_fill(is_followed, -torch.inf).amax(dim=1)
-        return torch.clamp(goal.direction * (followed - best_other), min=-self.kappa)
+        return torch.clamp(-goal.direction * margin_loss(logits, goal.labels), min=-self.kappa)
 
 
 @hookimpl

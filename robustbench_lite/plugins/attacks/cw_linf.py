@@ -7,19 +7,10 @@ and it stands in for FAB-T / C&W in the ``aa`` ensemble.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-
+from robustbench_lite.attack_utils import margin_loss
 from robustbench_lite.hookspecs import Register, hookimpl
 
 from .pgd import PGD
-
-
-def margin_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per sample max_{i != label} z_i - z_label: positive exactly when ``label`` is not the prediction."""
-    is_label = F.one_hot(labels, logits.shape[1]).bool()
-    best_other = logits.masked_fill(is_label, -torch.inf).amax(dim=1)
-    return best_other - logits.gather(1, labels[:, None]).squeeze(1)
 
 
 class CarliniWagnerLinf(PGD):

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from robustbench_lite.attack_utils import per_sample
+from robustbench_lite.attack_utils import margin_loss, per_sample
 from robustbench_lite.errors import UsageError
 from robustbench_lite.hookspecs import Register, hookimpl
 from robustbench_lite.interfaces import Attack
@@ -19,12 +19,6 @@ SCHEDULE_LENGTH = 10_000
 HALVING_POINTS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 # Queries spent before the random search: the clean input, then the initial stripes.
 SETUP_QUERIES = 2
-
-
-def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per sample z_y - max_{i != y} z_i: negative exactly when the sample is misclassified."""
-    true = logits.gather(1, y[:, None]).squeeze(1)
-    return true - logits.scatter(1, y[:, None], -torch.inf).amax(dim=1)
 
 
 def random_signs(*shape: int, like: torch.Tensor) -> torch.Tensor:
@@ -55,7 +49,8 @@ class Square(Attack):
 
         def margin_of(candidates: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
-                return margin(model(candidates.reshape(-1, *x.shape[1:])), labels)
+                # z_y - max_{i != y} z_i: negative exactly when misclassified
+                return -margin_loss(model(candidates.reshape(-1, *x.shape[1:])), labels)
 
         x_adv = images.clone()
         if eps == 0:  # the ball is the input itself: nothing to search
