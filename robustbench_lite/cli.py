@@ -24,6 +24,7 @@ from .leaderboard import ranking
 from .options import format_value
 from .registry import KINDS, default_registry
 from .runner import DEVICES, run
+from .training import LR_SCHEDULES
 
 EXIT_FAILED_CELLS = 1
 EXIT_USAGE = 2
@@ -61,6 +62,11 @@ def cli() -> None:
 @click.option("--target", default=None, help="Targeted mode: push every input towards this class (name or index).")
 @click.option("--eot", type=int, default=8, show_default=True,
               help="Gradient samples per step (EOT) in the adaptive evaluation of randomized models.")
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="none", show_default=True,
+              help="Per-epoch learning-rate schedule: cosine annealing to 0, or step (x0.1 after 50% and 75% of the epochs).")
+@click.option("--early-stop", type=int, default=None, metavar="K",
+              help="Keep the epoch with the best PGD-10 robust accuracy on the last 10% of the training set "
+                   "(then held out); stop after K epochs without improvement. [default: off]")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def run_command(**options) -> None:
     """Train (or load) every model under every defense, run every attack at every eps, write the leaderboard."""

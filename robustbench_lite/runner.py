@@ -40,7 +40,7 @@ from .leaderboard import WORST_CASE
 from .interfaces import Attack, Dataset, DatasetLoader, Defense, ModelBuilder, Normalize
 from .options import PluginSpec, split_spec_list
 from .registry import Registry, default_registry
-from .training import TrainingConfig, TrainingRecord, batches_per_run, load_or_train
+from .training import LR_SCHEDULES, TrainingConfig, TrainingRecord, batches_per_run, load_or_train, split_validation
 
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_EOT = 8  # gradient samples per step of the adaptive evaluation of a randomized model
@@ -228,6 +228,8 @@ def run(
     command: str | None = None,
     target: str | int | None = None,
     eot: int = DEFAULT_EOT,
+    lr_schedule: str = "none",
+    early_stop: int | None = None,
     registry: Registry | None = None,
 ) -> pd.DataFrame:
     """Run the attack x defense x eps matrix and return one row per cell (see :class:`Cell`).
@@ -238,6 +240,9 @@ def run(
     A defense with inference-time preprocessing, or a model found to be random, also gets an
     adaptive row (defense label ``+bpda``, ``+eot`` or ``+bpda+eot``) whose attacks use BPDA
     and, against randomness, ``eot`` gradient samples per step; ``evaluation`` says which row is which.
+    ``lr_schedule`` (``none``, ``cosine`` or ``step``) anneals the learning rate per epoch;
+    ``early_stop`` K keeps the epoch with the best PGD-10 robust accuracy on the last 10% of the
+    training set (then held out) and stops after K epochs without improvement.
     ``df.attrs["metadata"]`` holds the run's metadata.
     With ``out`` set, the leaderboard is written to ``<out>/<name>.{csv,md,json}``.
     """
@@ -257,13 +262,14 @@ def run(
     grid = parse_eps(eps, loader.default_eps)
     if n_examples is not None and n_examples <= 0:
         raise UsageError(f"--n-examples must be a positive number of test points, got {n_examples}")
-    config = training_config(loader, epochs, batch_size, train_eps, seed)
+    config = training_config(loader, epochs, batch_size, train_eps, seed, lr_schedule, early_stop)
     torch_device = resolve_device(device)
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
         leaderboard.ensure_writable(out_dir)
 
     data = loader.load(Path(data_dir))
+    _check_validation_split(data, config)
     target_index = None if target is None else resolve_target(target, data.classes)
     if target_index is not None:
         threats = [registry.create("attacks", spec, target=target_index) for spec in attack_specs]
@@ -317,6 +323,9 @@ def run(
                 trainings[group] = {
                     "status": "ok", "seconds": round(record.seconds, 3), "from_cache": record.from_cache,
                     "epoch_losses": record.epoch_losses,
+                    **({"epoch_lrs": record.epoch_lrs} if config.lr_schedule != "none" else {}),
+                    **({"val_robust_accuracy": record.val_robust_accuracy, "best_epoch": record.best_epoch}
+                       if config.early_stop is not None else {}),
                     **({"trained_as": trainer.label} if trainer is not recipe else {}),
                 }
                 cells += _evaluate_defense(model, builder, recipe, threats, settings, evaluations)
@@ -331,7 +340,13 @@ def run(
 
 
 def training_config(
-    loader: DatasetLoader, epochs: int | None, batch_size: int, train_eps: float | None, seed: int
+    loader: DatasetLoader,
+    epochs: int | None,
+    batch_size: int,
+    train_eps: float | None,
+    seed: int,
+    lr_schedule: str = "none",
+    early_stop: int | None = None,
 ) -> TrainingConfig:
     """Validated training settings, with the dataset's defaults where none are given."""
     for flag, value in (("--epochs", epochs), ("--batch-size", batch_size)):
@@ -339,12 +354,27 @@ def training_config(
             raise UsageError(f"{flag} must be positive, got {value}")
     if train_eps is not None and not (math.isfinite(train_eps) and 0.0 <= train_eps <= 1.0):
         raise UsageError(f"--train-eps must lie in [0, 1], got {train_eps}")
+    if lr_schedule not in LR_SCHEDULES:
+        raise UsageError(f"unknown --lr-schedule {lr_schedule!r}; valid choices: {', '.join(LR_SCHEDULES)}")
+    if early_stop is not None and (isinstance(early_stop, bool) or not isinstance(early_stop, int) or early_stop < 1):
+        raise UsageError(f"--early-stop must be a positive number of epochs, got {early_stop!r}")
     return TrainingConfig(
         epochs=epochs or loader.default_epochs,
         batch_size=batch_size,
         train_eps=loader.default_train_eps if train_eps is None else train_eps,
         seed=seed,
+        lr_schedule=lr_schedule,
+        early_stop=early_stop,
     )
+
+
+def _check_validation_split(data: Dataset, config: TrainingConfig) -> None:
+    """Refuse early stopping where holding out 10% would leave no validation or no training point."""
+    train_part, validation = split_validation(data, config)
+    if validation is not None and (not len(validation.x_train) or not len(train_part.x_train)):
+        raise UsageError(
+            f"--early-stop needs a validation split, but 10% of the {len(data.x_train)} training points is none"
+        )
 
 
 def _cache(cache_dir: str | Path | None, use_cache: bool) -> Path | None:
@@ -390,21 +420,25 @@ def trained_model(
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
     progress: bool = False,
+    lr_schedule: str = "none",
+    early_stop: int | None = None,
     registry: Registry | None = None,
 ) -> tuple[nn.Module, Dataset]:
     """The model ``rbl run`` would evaluate for these settings (same cache), in eval mode, and its dataset.
 
     For an inference-time defense that is the trained model behind the defense's preprocessing,
     as the naive evaluation attacks it (zero input gradient through non-differentiable preprocessing).
+    ``lr_schedule`` and ``early_stop`` as in :func:`run`.
     """
     registry = registry or default_registry()
     loader: DatasetLoader = registry.create("datasets", dataset)
     builder: ModelBuilder = registry.create("models", model)
     recipe: Defense = registry.create("defenses", defense)
     trainer = training_recipe(recipe, registry)
-    config = training_config(loader, epochs, batch_size, train_eps, seed)
+    config = training_config(loader, epochs, batch_size, train_eps, seed, lr_schedule, early_stop)
     torch_device = resolve_device(device)
     data = loader.load(Path(data_dir))
+    _check_validation_split(data, config)
     _check_output_size(build_model(builder, data, seed), builder, data)
     _check_preprocessing(recipe, data)
     with _progress(progress) as bars:
@@ -676,7 +710,12 @@ def _metadata(
             "n_examples": n_eval, "input_shape": list(data.input_shape), "classes": list(data.classes),
         },
         "eps": grid,
-        "training_config": {"epochs": config.epochs, "batch_size": config.batch_size, "train_eps": config.train_eps},
+        "training_config": {
+            "epochs": config.epochs, "batch_size": config.batch_size, "train_eps": config.train_eps,
+            # the newer options only where set, so default sidecars are unchanged
+            **({"lr_schedule": config.lr_schedule} if config.lr_schedule != "none" else {}),
+            **({"early_stop": config.early_stop} if config.early_stop is not None else {}),
+        },
         "protocol": "robust = correct on the clean input and on the attacked input; eps = 0 is clean accuracy; "
         "worst-case = per-sample minimum over the attacks; R&G = sum over the eps grid of the accuracies in %",
     }

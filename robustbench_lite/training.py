@@ -15,7 +15,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,11 @@ from .errors import RblError
 from .interfaces import Dataset, Defense, ModelBuilder, TrainingContext
 
 ProgressCallback = Callable[[int], None]
+
+LR_SCHEDULES = ("none", "cosine", "step")
+STEP_GAMMA = 0.1  # the "step" schedule multiplies the lr by this after 50% and again after 75% of the epochs
+VALIDATION_SHARE = 0.1  # early stopping holds out the last 10% of the training set
+VALIDATION_PGD_STEPS = 10
 
 
 class TrainingDivergedError(RblError):
@@ -38,6 +43,8 @@ class TrainingConfig:
     batch_size: int
     train_eps: float
     seed: int
+    lr_schedule: str = "none"  # one of LR_SCHEDULES, stepped once per epoch
+    early_stop: int | None = None  # patience in epochs; None: no validation split, train every epoch
 
 
 @dataclass
@@ -48,10 +55,29 @@ class TrainingRecord:
     seconds: float
     epoch_losses: list[float] = field(default_factory=list)
     from_cache: bool = False
+    epoch_lrs: list[float] = field(default_factory=list)  # the lr each epoch trained with
+    val_robust_accuracy: list[float] = field(default_factory=list)  # % per epoch, early stopping only
+    best_epoch: int | None = None  # 1-based epoch whose weights were kept, early stopping only
+
+
+@dataclass
+class TrainingResult:
+    """What :func:`train` reports besides the trained weights."""
+
+    epoch_losses: list[float]
+    epoch_lrs: list[float]
+    val_robust_accuracy: list[float] = field(default_factory=list)
+    best_epoch: int | None = None
 
 
 def cache_key(builder: ModelBuilder, defense: Defense, data: Dataset, config: TrainingConfig) -> dict[str, Any]:
     """Everything that determines the trained weights."""
+    settings = asdict(config)
+    # The newer options enter the key only when set, so default runs keep their cached weights.
+    if settings["lr_schedule"] == "none":
+        del settings["lr_schedule"]
+    if settings["early_stop"] is None:
+        del settings["early_stop"]
     return {
         "model": builder.name,
         "model_options": builder.settings,
@@ -60,7 +86,7 @@ def cache_key(builder: ModelBuilder, defense: Defense, data: Dataset, config: Tr
         "dataset": data.name,
         "dataset_source": data.source,
         "n_train": len(data.x_train),
-        **asdict(config),
+        **settings,
     }
 
 
@@ -71,6 +97,47 @@ def checkpoint_path(cache_dir: Path, key: dict[str, Any]) -> Path:
     return cache_dir / f"{safe_stem}-{digest}.pt"
 
 
+def split_validation(data: Dataset, config: TrainingConfig) -> tuple[Dataset, Dataset | None]:
+    """The data training uses and, with early stopping, the held-out last VALIDATION_SHARE of it."""
+    if config.early_stop is None:
+        return data, None
+    n_train = len(data.x_train) - int(len(data.x_train) * VALIDATION_SHARE)
+    train_part = replace(data, x_train=data.x_train[:n_train], y_train=data.y_train[:n_train])
+    validation = replace(data, x_train=data.x_train[n_train:], y_train=data.y_train[n_train:])
+    return train_part, validation
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainingConfig) -> Any:
+    """The per-epoch lr scheduler of ``config.lr_schedule`` (None for ``none``)."""
+    if config.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    if config.lr_schedule == "step":
+        milestones = sorted({max(1, config.epochs // 2), max(1, (3 * config.epochs) // 4)})
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=STEP_GAMMA)
+    return None
+
+
+def validation_robust_accuracy(
+    model: nn.Module, validation: Dataset, config: TrainingConfig, device: torch.device
+) -> float:
+    """Robust accuracy (%) of ``model`` on ``validation``'s points against PGD-10 at the training eps."""
+    from .evaluation import adversarial_predictions, predict  # imported here: evaluation is not needed otherwise
+    from .registry import default_registry  # imported here: the registry loads plugins that import this module
+
+    attack = default_registry().create("attacks", "pgd", steps=VALIDATION_PGD_STEPS)
+    x, y = validation.x_train.to(device), validation.y_train.to(device)
+    model.eval()
+    # A forked, seeded RNG: the attack's random start neither depends on nor disturbs the training's randomness.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(config.seed)
+        try:
+            clean = predict(model, x, config.batch_size)
+            adversarial = adversarial_predictions(model, attack, x, y, config.train_eps, clean, config.batch_size)
+        finally:
+            model.train()
+    return 100.0 * float((clean.eq(y) & adversarial.eq(y)).sum()) / max(len(y), 1)
+
+
 def train(
     model: nn.Module,
     builder: ModelBuilder,
@@ -79,14 +146,24 @@ def train(
     config: TrainingConfig,
     device: torch.device,
     advance: ProgressCallback = lambda batches: None,
-) -> list[float]:
-    """Train ``model`` in place with ``defense``'s loss; return the mean loss of each epoch."""
+    validation: Dataset | None = None,
+) -> TrainingResult:
+    """Train ``model`` in place with ``defense``'s loss on ``data``'s training split.
+
+    With ``config.early_stop`` and a ``validation`` set, the weights of the epoch with the best
+    validation robust accuracy are kept, and training stops after ``early_stop`` epochs without
+    improvement (robust overfitting, Rice et al. 2020).
+    """
     optimizer = builder.optimizer(model.parameters())
+    scheduler = make_scheduler(optimizer, config)
     shuffle = torch.Generator().manual_seed(config.seed)
     n = len(data.x_train)
-    epoch_losses = []
+    result = TrainingResult(epoch_losses=[], epoch_lrs=[])
+    best_state: dict[str, torch.Tensor] | None = None
+    best_accuracy, stale = -math.inf, 0
     model.train()
-    for _ in range(config.epochs):
+    for epoch in range(config.epochs):
+        result.epoch_lrs.append(float(optimizer.param_groups[0]["lr"]))
         order = torch.randperm(n, generator=shuffle)
         total, batches = 0.0, 0
         for start in range(0, n, config.batch_size):
@@ -95,20 +172,36 @@ def train(
             y = data.y_train[index].to(device, non_blocking=True)
             loss = defense.loss(model, x, y, config.train_eps)
             if not torch.isfinite(loss):
-                raise TrainingDivergedError(f"training loss became {loss.item()} at epoch {len(epoch_losses) + 1}")
+                raise TrainingDivergedError(f"training loss became {loss.item()} at epoch {epoch + 1}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             total += loss.item()
             batches += 1
             advance(1)
-        epoch_losses.append(total / batches)
+        result.epoch_losses.append(total / batches)
+        if scheduler is not None:
+            scheduler.step()
+        if config.early_stop is None or validation is None:
+            continue
+        accuracy = validation_robust_accuracy(model, validation, config, device)
+        result.val_robust_accuracy.append(accuracy)
+        if accuracy > best_accuracy:  # strictly better: a tie keeps the earlier, less overfitted epoch
+            best_accuracy, result.best_epoch, stale = accuracy, epoch + 1, 0
+            best_state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= config.early_stop:
+                advance((config.epochs - epoch - 1) * math.ceil(n / config.batch_size))  # the skipped epochs
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
     model.eval()
-    return epoch_losses
+    return result
 
 
 def batches_per_run(data: Dataset, config: TrainingConfig) -> int:
-    return config.epochs * math.ceil(len(data.x_train) / config.batch_size)
+    return config.epochs * math.ceil(len(split_validation(data, config)[0].x_train) / config.batch_size)
 
 
 def load_or_train(
@@ -130,11 +223,17 @@ def load_or_train(
             advance(batches_per_run(data, config))
             return record
     start = time.perf_counter()
+    train_part, validation = split_validation(data, config)  # the validation points are never trained on
     defense.prepare(
-        TrainingContext(builder, data, config.epochs, config.batch_size, config.train_eps, config.seed, device, cache_dir)
+        TrainingContext(
+            builder, train_part, config.epochs, config.batch_size, config.train_eps, config.seed, device, cache_dir
+        )
     )
-    epoch_losses = train(model, builder, defense, data, config, device, advance)
-    record = TrainingRecord(key=key, seconds=time.perf_counter() - start, epoch_losses=epoch_losses)
+    result = train(model, builder, defense, train_part, config, device, advance, validation)
+    record = TrainingRecord(
+        key=key, seconds=time.perf_counter() - start, epoch_losses=result.epoch_losses, epoch_lrs=result.epoch_lrs,
+        val_robust_accuracy=result.val_robust_accuracy, best_epoch=result.best_epoch,
+    )
     if path is not None:
         _save_atomically(model, record, path)
     return record
@@ -152,7 +251,9 @@ def _load(model: nn.Module, path: Path, key: dict[str, Any]) -> TrainingRecord |
         return None
     model.eval()
     return TrainingRecord(
-        key=key, seconds=float(saved["seconds"]), epoch_losses=list(saved["epoch_losses"]), from_cache=True
+        key=key, seconds=float(saved["seconds"]), epoch_losses=list(saved["epoch_losses"]), from_cache=True,
+        epoch_lrs=list(saved.get("epoch_lrs", [])),  # absent from checkpoints written before these options
+        val_robust_accuracy=list(saved.get("val_robust_accuracy", [])), best_epoch=saved.get("best_epoch"),
     )
 
 
@@ -164,6 +265,9 @@ def _save_atomically(model: nn.Module, record: TrainingRecord, path: Path) -> No
         "state_dict": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
         "seconds": record.seconds,
         "epoch_losses": record.epoch_losses,
+        "epoch_lrs": record.epoch_lrs,
+        "val_robust_accuracy": record.val_robust_accuracy,
+        "best_epoch": record.best_epoch,
     }
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
