@@ -15,7 +15,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,26 +48,22 @@ class TrainingConfig:
 
 
 @dataclass
-class TrainingRecord:
-    """What a training run produced, stored beside the weights."""
+class TrainingHistory:
+    """What :func:`train` reports besides the trained weights."""
 
-    key: dict[str, Any]
-    seconds: float
     epoch_losses: list[float] = field(default_factory=list)
-    from_cache: bool = False
     epoch_lrs: list[float] = field(default_factory=list)  # the lr each epoch trained with
     val_robust_accuracy: list[float] = field(default_factory=list)  # % per epoch, early stopping only
     best_epoch: int | None = None  # 1-based epoch whose weights were kept, early stopping only
 
 
-@dataclass
-class TrainingResult:
-    """What :func:`train` reports besides the trained weights."""
+@dataclass(kw_only=True)
+class TrainingRecord(TrainingHistory):
+    """What a training run produced, stored beside the weights: its history, key and duration."""
 
-    epoch_losses: list[float]
-    epoch_lrs: list[float]
-    val_robust_accuracy: list[float] = field(default_factory=list)
-    best_epoch: int | None = None
+    key: dict[str, Any]
+    seconds: float
+    from_cache: bool = False
 
 
 def cache_key(builder: ModelBuilder, defense: Defense, data: Dataset, config: TrainingConfig) -> dict[str, Any]:
@@ -147,7 +143,7 @@ def train(
     device: torch.device,
     advance: ProgressCallback = lambda batches: None,
     validation: Dataset | None = None,
-) -> TrainingResult:
+) -> TrainingHistory:
     """Train ``model`` in place with ``defense``'s loss on ``data``'s training split.
 
     With ``config.early_stop`` and a ``validation`` set, the weights of the epoch with the best
@@ -158,7 +154,7 @@ def train(
     scheduler = make_scheduler(optimizer, config)
     shuffle = torch.Generator().manual_seed(config.seed)
     n = len(data.x_train)
-    result = TrainingResult(epoch_losses=[], epoch_lrs=[])
+    result = TrainingHistory()
     best_state: dict[str, torch.Tensor] | None = None
     best_accuracy, stale = -math.inf, 0
     model.train()
@@ -230,10 +226,7 @@ def load_or_train(
         )
     )
     result = train(model, builder, defense, train_part, config, device, advance, validation)
-    record = TrainingRecord(
-        key=key, seconds=time.perf_counter() - start, epoch_losses=result.epoch_losses, epoch_lrs=result.epoch_lrs,
-        val_robust_accuracy=result.val_robust_accuracy, best_epoch=result.best_epoch,
-    )
+    record = TrainingRecord(key=key, seconds=time.perf_counter() - start, **_history(result))
     if path is not None:
         _save_atomically(model, record, path)
     return record
@@ -250,11 +243,14 @@ def _load(model: nn.Module, path: Path, key: dict[str, Any]) -> TrainingRecord |
         warnings.warn(f"ignoring checkpoint {path} ({type(error).__name__}: {error}); retraining", stacklevel=3)
         return None
     model.eval()
-    return TrainingRecord(
-        key=key, seconds=float(saved["seconds"]), epoch_losses=list(saved["epoch_losses"]), from_cache=True,
-        epoch_lrs=list(saved.get("epoch_lrs", [])),  # absent from checkpoints written before these options
-        val_robust_accuracy=list(saved.get("val_robust_accuracy", [])), best_epoch=saved.get("best_epoch"),
-    )
+    # Checkpoints written before the lr schedule and early stopping lack those fields: defaults then.
+    history = {item.name: saved[item.name] for item in fields(TrainingHistory) if item.name in saved}
+    return TrainingRecord(key=key, seconds=float(saved["seconds"]), from_cache=True, **history)
+
+
+def _history(source: TrainingHistory) -> dict[str, Any]:
+    """The TrainingHistory fields of a history or a record, by name."""
+    return {item.name: getattr(source, item.name) for item in fields(TrainingHistory)}
 
 
 def _save_atomically(model: nn.Module, record: TrainingRecord, path: Path) -> None:
@@ -264,10 +260,7 @@ def _save_atomically(model: nn.Module, record: TrainingRecord, path: Path) -> No
         "key": json.dumps(record.key, default=str),
         "state_dict": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
         "seconds": record.seconds,
-        "epoch_losses": record.epoch_losses,
-        "epoch_lrs": record.epoch_lrs,
-        "val_robust_accuracy": record.val_robust_accuracy,
-        "best_epoch": record.best_epoch,
+        **_history(record),
     }
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
