@@ -1,4 +1,4 @@
-"""The ``rbl`` command line: ``rbl run``, ``rbl list`` and ``rbl bench``.
+"""The ``rbl`` command line: ``rbl run``, ``rbl leaderboard``, ``rbl list`` and ``rbl bench``.
 
 Exit status: 0 when everything ran, 1 when some matrix cell failed (the rest still ran and was
 written), 2 for bad input, which is reported as one line without a traceback.
@@ -20,10 +20,11 @@ from rich.text import Text
 from . import __version__
 from .bench import bench, describe_setting, format_table, write_json
 from .errors import RblError
-from .leaderboard import ranking
+from .leaderboard import FORMATS, ensure_writable, ranking, render, write
 from .options import format_value
 from .registry import KINDS, default_registry
-from .runner import DEVICES, run
+from .runner import DEVICES, cells_frame, run
+from .store import merged_run
 from .training import LR_SCHEDULES
 
 EXIT_FAILED_CELLS = 1
@@ -56,8 +57,14 @@ def cli() -> None:
               help="Where torchvision datasets live (downloaded there when online).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
               help="Trained-weights cache. [default: $RBL_CACHE_DIR or ~/.cache/robustbench_lite]")
-@click.option("--no-cache", is_flag=True, help="Always train; neither read nor write cached weights.")
+@click.option("--no-cache", is_flag=True,
+              help="Always train and attack: neither read nor write cached weights, nor reuse stored results.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("leaderboards"), show_default=True)
+@click.option("--db", type=click.Path(path_type=Path), default=None,
+              help="Results store (SQLite): finished cells are reused from it, so a crashed run resumes. [default: OUT/results.db]")
+@click.option("--shard", default=None, metavar="I/N",
+              help="Run only the I-th of N parts of the (model, defense) pairs (job arrays); merge with "
+                   "'rbl leaderboard --db A --db B'.")
 @click.option("--name", default=None, help="Benchmark name, the leaderboard files' stem. [default: the dataset's name]")
 @click.option("--target", default=None, help="Targeted mode: push every input towards this class (name or index).")
 @click.option("--eot", type=int, default=8, show_default=True,
@@ -126,6 +133,27 @@ def bench_command(attacks: str, models: str, batch_size: str, device: str, repea
     if json_path is not None:
         write_json(json_path, measurements, repeats, seed=0)
         click.echo(f"wrote {json_path}")
+
+
+@cli.command("leaderboard")
+@click.option("--db", "dbs", multiple=True, required=True, type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="Results store written by 'rbl run'; repeat to merge the shards of one run.")
+@click.option("--name", default=None, help="Benchmark to render. [default: the latest run's]")
+@click.option("--run", "run_id", type=int, default=None, help="Run id within the store. [default: the latest]")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="md", show_default=True, help="What to print.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Write NAME.csv, NAME.md and NAME.json into this folder instead of printing.")
+def leaderboard_command(dbs: tuple[Path, ...], name: str | None, run_id: int | None, fmt: str, out: Path | None) -> None:
+    """Render the leaderboard of a run from its results store (or merge the stores of several shards)."""
+    records, metadata = merged_run(list(dbs), name, run_id)
+    frame = cells_frame(records)
+    benchmark = metadata["benchmark"]
+    if out is None:
+        click.echo(render(frame, metadata, benchmark)[fmt], nl=False)
+        return
+    ensure_writable(out)
+    for path in write(frame, metadata, out, benchmark).values():
+        click.echo(f"wrote {path}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

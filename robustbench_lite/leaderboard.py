@@ -22,6 +22,32 @@ from . import sanity
 from .errors import UsageError
 
 WORST_CASE = "worst-case"
+FORMATS = ("md", "csv", "json")
+WILSON_Z = 1.959964  # the standard normal quantile of a two-sided 95% interval
+
+
+def wilson_interval(correct: int, n: int, z: float = WILSON_Z) -> tuple[float, float]:
+    """The Wilson score interval of ``correct`` successes in ``n`` trials, in percent (95% by default).
+
+    Unlike the normal approximation it stays inside [0, 100] and is honest at 0% and 100%, where
+    robust accuracies often sit.
+    """
+    if n <= 0:
+        raise ValueError(f"a confidence interval needs n > 0 trials, got {n}")
+    share = correct / n
+    scale = 1 + z * z / n
+    centre = (share + z * z / (2 * n)) / scale
+    half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / scale
+    return 100 * max(0.0, centre - half), 100 * min(1.0, centre + half)
+
+
+def with_intervals(cells: pd.DataFrame) -> pd.DataFrame:
+    """``cells`` with ``ci_low`` and ``ci_high``, the 95% Wilson interval of each accuracy (%), NaN where none."""
+    bounds = [
+        wilson_interval(int(correct), int(n)) if pd.notna(correct) and n else (math.nan, math.nan)
+        for correct, n in zip(cells["correct"], cells["n"])
+    ]
+    return cells.assign(ci_low=[low for low, _ in bounds], ci_high=[high for _, high in bounds])
 
 
 def ensure_writable(out_dir: Path) -> None:
@@ -95,26 +121,35 @@ def ranking(cells: pd.DataFrame, metadata: dict[str, Any] | None = None) -> pd.D
 
 def write(cells: pd.DataFrame, metadata: dict[str, Any], out_dir: Path, name: str) -> dict[str, Path]:
     """Write ``<name>.csv``, ``<name>.md`` and ``<name>.json`` into ``out_dir``; return their paths."""
+    paths = {}
+    for suffix, text in render(cells, metadata, name).items():
+        paths[suffix] = out_dir / f"{name}.{suffix}"
+        _write_text(paths[suffix], text)
+    return paths
+
+
+def render(cells: pd.DataFrame, metadata: dict[str, Any], name: str) -> dict[str, str]:
+    """The leaderboard as the text of each format in :data:`FORMATS`."""
     table = accuracy_table(cells)
     ranks = ranking(cells, metadata)
     table = table.merge(ranks[["model", "defense", "rank", "flags"]], on=["model", "defense"])
     table["_worst_last"] = table["attack"].eq(WORST_CASE)
     table = table.sort_values(["rank", "_worst_last"], kind="stable").drop(columns="_worst_last")
     table = table[["rank"] + [column for column in table.columns if column != "rank"]]
-    paths = {suffix: out_dir / f"{name}.{suffix}" for suffix in ("csv", "md", "json")}
-    _write_text(paths["csv"], table.to_csv(index=False, float_format="%.2f"))
     findings = sanity.check(cells, metadata)
-    _write_text(paths["md"], _markdown(name, ranks, table, cells, metadata, findings))
     sidecar = {
         **metadata, "ranking": _records(ranks),
         "sanity": [
             {"model": model, "defense": defense, "check": finding.check, "reason": finding.reason}
             for (model, defense), row in findings.items() for finding in row
         ],
-        "cells": _records(cells),
+        "cells": _records(with_intervals(cells)),
     }
-    _write_text(paths["json"], json.dumps(sidecar, indent=2, default=str) + "\n")
-    return paths
+    return {
+        "md": _markdown(name, ranks, table, cells, metadata, findings),
+        "csv": table.to_csv(index=False, float_format="%.2f"),
+        "json": json.dumps(sidecar, indent=2, default=str) + "\n",
+    }
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -160,7 +195,10 @@ def _markdown(
         *_sanity_section(findings),
         "## Robust accuracy (%) per attack and eps",
         "",
-        _unranked_as_naive(table.drop(columns=["failed cells", "flags"])).to_markdown(
+        f"Each accuracy ± the half-width of its 95% Wilson interval on {data['n_examples']} points "
+        "(the exact bounds are `ci_low` and `ci_high` in the JSON sidecar): differences within it are noise.",
+        "",
+        _unranked_as_naive(_plus_minus(table.drop(columns=["failed cells", "flags"]), cells)).to_markdown(
             index=False, floatfmt=".2f", missingval="failed"
         ),
         "",
@@ -186,6 +224,21 @@ def _markdown(
     if metadata.get("command"):
         lines += ["Reproduce with:", "", "```", metadata["command"], "```", ""]
     return "\n".join(lines)
+
+
+def _plus_minus(table: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with each eps column's accuracy written as "accuracy ±half-width of its Wilson interval"."""
+    text = {}
+    for cell in with_intervals(cells).itertuples():
+        if pd.notna(cell.accuracy):
+            text[(cell.model, cell.defense, cell.attack, _eps_column(cell.eps))] = (
+                f"{cell.accuracy:.2f} ±{(cell.ci_high - cell.ci_low) / 2:.2f}"
+            )
+    table = table.copy()
+    for column in [column for column in table.columns if column.startswith("eps=")]:
+        table[column] = [text.get((model, defense, attack, column))
+                         for model, defense, attack in zip(table["model"], table["defense"], table["attack"])]
+    return table
 
 
 def _evaluations_section(cells: pd.DataFrame, metadata: dict[str, Any]) -> list[str]:

@@ -13,6 +13,7 @@ the probes the sanity checks need (see :mod:`robustbench_lite.sanity`).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import platform
@@ -20,7 +21,7 @@ import re
 import time
 import warnings
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -40,6 +41,7 @@ from .leaderboard import WORST_CASE
 from .interfaces import Attack, Dataset, DatasetLoader, Defense, ModelBuilder, Normalize
 from .options import PluginSpec, split_spec_list
 from .registry import Registry, default_registry
+from .store import ResultsStore
 from .training import LR_SCHEDULES, TrainingConfig, TrainingRecord, batches_per_run, load_or_train, split_validation
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -230,6 +232,8 @@ def run(
     eot: int = DEFAULT_EOT,
     lr_schedule: str = "none",
     early_stop: int | None = None,
+    db: str | Path | None = None,
+    shard: str | None = None,
     registry: Registry | None = None,
 ) -> pd.DataFrame:
     """Run the attack x defense x eps matrix and return one row per cell (see :class:`Cell`).
@@ -245,6 +249,11 @@ def run(
     training set (then held out) and stops after K epochs without improvement.
     ``df.attrs["metadata"]`` holds the run's metadata.
     With ``out`` set, the leaderboard is written to ``<out>/<name>.{csv,md,json}``.
+
+    Every finished cell goes to the results store ``db`` (default ``<out>/results.db`` when
+    ``out`` is set, none otherwise); cells already there are reused, not recomputed, unless
+    ``use_cache`` is false. ``shard`` ``"i/n"`` runs only the i-th of n interleaved parts of the
+    (model, defense) pairs, for job arrays whose stores ``rbl leaderboard --db ... --db ...`` merges.
     """
     started = time.perf_counter()
     registry = registry or default_registry()
@@ -267,6 +276,7 @@ def run(
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
         leaderboard.ensure_writable(out_dir)
+    shard_index, shard_count = parse_shard(shard)
 
     data = loader.load(Path(data_dir))
     _check_validation_split(data, config)
@@ -283,6 +293,9 @@ def run(
         _check_output_size(build_model(builder, data, seed), builder, data)
     for recipe in recipes:
         _check_preprocessing(recipe, data)
+    # Opened only now, so that bad input leaves no empty store behind.
+    store_path = Path(db) if db is not None else out_dir / "results.db" if out_dir is not None else None
+    store = ResultsStore(store_path) if store_path is not None else None
 
     benchmark = _slug(name or data.name)
     cache = _cache(cache_dir, use_cache)
@@ -297,14 +310,25 @@ def run(
     evaluations: dict[str, Any] = {}
     metadata_["evaluations"] = evaluations
     metadata_["eot"] = eot
+    if shard_count > 1:
+        metadata_["shard"] = {"index": shard_index, "count": shard_count}
+    providers = {plugin.name: _provider(registry, kind, plugin.name)
+                 for kind, plugins in (("models", builders), ("defenses", [*recipes, *trainers.values()]),
+                                       ("attacks", threats)) for plugin in plugins}
+    run_id = store.start_run(benchmark, metadata_) if store is not None else None
     with _progress(progress) as bars:
-        settings = _EvaluationSettings(grid, x_eval, y_eval, target_index, config, eot, bars)
-        for builder in builders:
+        settings = _EvaluationSettings(
+            grid, x_eval, y_eval, target_index, config, eot, bars, store, use_cache, providers, torch_device.type
+        )
+        for builder_index, builder in enumerate(builders):
+            # (model, defense) pairs are dealt to shards in turn, so every shard gets a share of each model.
+            selected = [recipe for recipe_index, recipe in enumerate(recipes)
+                        if (builder_index * len(recipes) + recipe_index) % shard_count == shard_index - 1]
             # Models still needed by a later defense of this builder (inference-time defenses share
             # their training recipe's model), so that each is trained or loaded once per run.
-            pending = Counter(trainers[recipe.label].label for recipe in recipes)
+            pending = Counter(trainers[recipe.label].label for recipe in selected)
             trained: dict[str, tuple[nn.Module, TrainingRecord]] = {}
-            for recipe in recipes:
+            for recipe in selected:
                 group = f"{builder.label}/{recipe.label}"
                 trainer = trainers[recipe.label]
                 pending[trainer.label] -= 1
@@ -319,23 +343,48 @@ def run(
                     bars.console.print(f"[red]{group}: {message}[/red]")
                     cells += _failed_group(builder.label, recipe.label, [a.label for a in threats], grid, n_eval, message)
                     trainings[group] = {"status": "failed", "error": message}
-                    continue
-                trainings[group] = {
-                    "status": "ok", "seconds": round(record.seconds, 3), "from_cache": record.from_cache,
-                    "epoch_losses": record.epoch_losses,
-                    **({"epoch_lrs": record.epoch_lrs} if config.lr_schedule != "none" else {}),
-                    **({"val_robust_accuracy": record.val_robust_accuracy, "best_epoch": record.best_epoch}
-                       if config.early_stop is not None else {}),
-                    **({"trained_as": trainer.label} if trainer is not recipe else {}),
-                }
-                cells += _evaluate_defense(model, builder, recipe, threats, settings, evaluations)
-                if out_dir is not None:  # keep what is finished even if a later group crashes
+                else:
+                    trainings[group] = {
+                        "status": "ok", "seconds": round(record.seconds, 3), "from_cache": record.from_cache,
+                        "epoch_losses": record.epoch_losses,
+                        **({"epoch_lrs": record.epoch_lrs} if config.lr_schedule != "none" else {}),
+                        **({"val_robust_accuracy": record.val_robust_accuracy, "best_epoch": record.best_epoch}
+                           if config.early_stop is not None else {}),
+                        **({"trained_as": trainer.label} if trainer is not recipe else {}),
+                    }
+                    cells += _evaluate_defense(model, record.key, builder, recipe, threats, settings, evaluations)
+                # Keep what is finished even if a later group crashes.
+                if store is not None:
+                    store.update_run(run_id, metadata_, _records(cells), finished=False)
+                if out_dir is not None:
                     leaderboard.write(_frame(cells), metadata_, out_dir, benchmark)
     frame = _frame(cells)
     metadata_["timings"] = {"total_seconds": round(time.perf_counter() - started, 3)}
+    metadata_["work"] = {"cells_computed": settings.computed, "cells_reused": settings.reused}
+    if store is not None:
+        metadata_["store"] = {"path": str(store.path), "run": run_id}
+        store.update_run(run_id, metadata_, _records(cells), finished=True)
     frame.attrs["metadata"] = metadata_
     if out_dir is not None:
         frame.attrs["files"] = leaderboard.write(frame, metadata_, out_dir, benchmark)
+    return frame
+
+
+def parse_shard(shard: str | None) -> tuple[int, int]:
+    """``"i/n"`` (1 <= i <= n) as (i, n); no shard is (1, 1)."""
+    if shard is None:
+        return 1, 1
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(shard))
+    if not match or not 1 <= int(match[1]) <= int(match[2]):
+        raise UsageError(f"invalid shard {shard!r}: give i/n with 1 <= i <= n, e.g. 2/4")
+    return int(match[1]), int(match[2])
+
+
+def cells_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Leaderboard rows stored as records (the store, a JSON sidecar) as the frame :func:`run` returns."""
+    frame = pd.DataFrame(records, columns=list(Cell.__dataclass_fields__))
+    for column in ("eps", "accuracy", "seconds", "target_success"):
+        frame[column] = pd.to_numeric(frame[column]).astype(float)
     return frame
 
 
@@ -457,6 +506,53 @@ class _EvaluationSettings:
     config: TrainingConfig
     eot: int
     bars: Progress
+    store: ResultsStore | None
+    reuse: bool  # whether results found in the store are reused
+    providers: dict[str, str]  # plugin name -> the distribution (and version) that provides it
+    device: str
+    computed: int = 0
+    reused: int = 0
+
+    def result_key(self, row_key: dict[str, Any], attack: Attack | None, eps: float, n: int) -> dict[str, Any]:
+        """Everything that determines the predictions of ``attack`` (None: clean) at ``eps`` on the first ``n`` points."""
+        return {
+            **row_key,
+            "attack": None if attack is None else {"name": attack.name, "options": attack.settings,
+                                                   "provider": self.providers.get(attack.name)},
+            "eps": float(eps),
+            "n": n,
+            "test_points": _digest(self.x[:n], self.y[:n]),
+            "device": self.device,
+            "torch": torch.__version__,
+        }
+
+    def predictions(self, key: dict[str, Any], compute: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
+        """``compute()``'s predictions and seconds, taken from the store when it holds them."""
+        if self.store is not None and self.reuse:
+            found = self.store.get(key)
+            if found is not None:
+                self.reused += 1
+                return found.predictions.to(self.y.device), found.seconds
+        start = time.perf_counter()
+        try:
+            predicted = compute()
+        except Exception as error:
+            if self.store is not None:
+                self.store.put_failure(key, key["n"], time.perf_counter() - start, f"{type(error).__name__}: {error}")
+            raise
+        seconds = time.perf_counter() - start
+        self.computed += 1
+        if self.store is not None:
+            self.store.put(key, predicted, seconds)
+        return predicted, seconds
+
+
+def _digest(x: torch.Tensor, y: torch.Tensor) -> str:
+    """A fingerprint of evaluation points, so stored results are never reused for other data."""
+    digest = hashlib.sha256()
+    for tensor in (x, y):
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:32]
 
 
 @dataclass
@@ -520,35 +616,47 @@ def _rows(model: nn.Module, recipe: Defense, threats: list[Attack], settings: _E
 
 def _evaluate_defense(
     model: nn.Module,
+    model_key: dict[str, Any],
     builder: ModelBuilder,
     recipe: Defense,
     threats: list[Attack],
     settings: _EvaluationSettings,
     evaluations: dict[str, Any],
 ) -> list[Cell]:
-    """Every row of (model, recipe): its cells, and its evaluation details and sanity probe in ``evaluations``."""
+    """Every row of (model, recipe): its cells, and its evaluation details and sanity probe in ``evaluations``.
+
+    ``model_key`` is the trained model's cache key, which with the row's evaluation identifies its results.
+    """
     cells: list[Cell] = []
     for row in _rows(model, recipe, threats, settings):
-        cells += _evaluate_group(row, builder, settings)
+        row_key = {
+            "model": model_key, "defense": {"name": recipe.name, "options": recipe.settings,
+                                            "provider": settings.providers.get(recipe.name)},
+            "evaluation": row.evaluation, "gradient": row.gradient,
+        }
+        cells += _evaluate_group(row, row_key, builder, settings)
         evaluations[f"{builder.label}/{row.defense}"] = {
             "defense": recipe.label, "evaluation": row.evaluation, "gradient": row.gradient,
-            "eot": _eot_of(row.threats), **row.details, "large_eps_probe": _large_eps_probe(row, builder, settings),
+            "eot": _eot_of(row.threats), **row.details,
+            "large_eps_probe": _large_eps_probe(row, row_key, builder, settings),
         }
     return cells
 
 
-def _evaluate_group(row: _Row, builder: ModelBuilder, settings: _EvaluationSettings) -> list[Cell]:
+def _evaluate_group(row: _Row, row_key: dict[str, Any], builder: ModelBuilder, settings: _EvaluationSettings) -> list[Cell]:
     x, y, grid, bars, config = settings.x, settings.y, settings.grid, settings.bars, settings.config
     fields = {"model": builder.label, "defense": row.defense, "n": len(x), "evaluation": row.evaluation}
     labels = [label for label, _ in row.threats]
-    start = time.perf_counter()
-    try:
+
+    def clean_predictions() -> torch.Tensor:
         torch.manual_seed(config.seed)  # a random model's clean predictions, too, are independent of the matrix order
-        clean = predict(row.model, x, config.batch_size)
+        return predict(row.model, x, config.batch_size)
+
+    try:
+        clean, clean_seconds = settings.predictions(settings.result_key(row_key, None, 0.0, len(x)), clean_predictions)
     except Exception as error:
         message = f"clean evaluation failed: {type(error).__name__}: {error}"
         return _failed_group(builder.label, row.defense, labels, grid, len(x), message, row.evaluation)
-    clean_seconds = time.perf_counter() - start
     score = _Scorer(fields, y, clean, settings.target)
     outcomes: dict[str, dict[float, torch.Tensor]] = {}
     cells = []
@@ -557,23 +665,28 @@ def _evaluate_group(row: _Row, builder: ModelBuilder, settings: _EvaluationSetti
         cells.append(score(label, 0.0, [clean], clean_seconds))
         for eps in grid[1:]:
             where = f"{label} on {builder.label}/{row.defense} eps={eps:g}"
-            task = bars.add_task(where, total=int((clean == y).sum()))
-            torch.manual_seed(config.seed)  # each cell's randomness is independent of the matrix order
+
+            def attacked(attack: Attack = attack, eps: float = eps, where: str = where) -> torch.Tensor:
+                task = bars.add_task(where, total=int((clean == y).sum()))
+                torch.manual_seed(config.seed)  # each cell's randomness is independent of the matrix order
+                try:
+                    return adversarial_predictions(
+                        row.model, attack, x, y, eps, clean, config.batch_size, advance=lambda k: bars.advance(task, k)
+                    )
+                finally:
+                    bars.remove_task(task)
+
             start = time.perf_counter()
             try:
-                predicted = adversarial_predictions(
-                    row.model, attack, x, y, eps, clean, config.batch_size, advance=lambda k, t=task: bars.advance(t, k)
-                )
+                predicted, seconds = settings.predictions(settings.result_key(row_key, attack, eps, len(x)), attacked)
             except Exception as error:  # a failing attack fails only its own cell
                 message = f"{type(error).__name__}: {error}"
                 bars.console.print(f"[red]{where} failed: {message}[/red]")
                 cells.append(Cell(**fields, attack=label, eps=eps, accuracy=None, correct=None,
                                   seconds=time.perf_counter() - start, status="failed", error=message))
                 continue
-            finally:
-                bars.remove_task(task)
             outcomes[label][eps] = predicted
-            cells.append(score(label, eps, [predicted], time.perf_counter() - start))
+            cells.append(score(label, eps, [predicted], seconds))
     for eps in grid:
         cell = score(WORST_CASE, eps, [per_eps[eps] for per_eps in outcomes.values() if eps in per_eps], 0.0)
         missing = [label for label, per_eps in outcomes.items() if eps not in per_eps]
@@ -583,7 +696,9 @@ def _evaluate_group(row: _Row, builder: ModelBuilder, settings: _EvaluationSetti
     return cells
 
 
-def _large_eps_probe(row: _Row, builder: ModelBuilder, settings: _EvaluationSettings) -> dict[str, Any] | None:
+def _large_eps_probe(
+    row: _Row, row_key: dict[str, Any], builder: ModelBuilder, settings: _EvaluationSettings
+) -> dict[str, Any] | None:
     """Robust accuracy (%) of each l-inf attack at eps = SANITY_EPS on the first SANITY_POINTS test points.
 
     At that budget the all-0.5 image lies in the ball of every input in [0, 1], so no classifier
@@ -595,9 +710,13 @@ def _large_eps_probe(row: _Row, builder: ModelBuilder, settings: _EvaluationSett
         return None
     config = settings.config
     x, y = settings.x[:SANITY_POINTS], settings.y[:SANITY_POINTS]
-    try:
+
+    def clean_predictions() -> torch.Tensor:
         torch.manual_seed(config.seed)
-        clean = predict(row.model, x, config.batch_size)
+        return predict(row.model, x, config.batch_size)
+
+    try:
+        clean, _ = settings.predictions(settings.result_key(row_key, None, 0.0, len(x)), clean_predictions)
     except Exception:  # the cells already record why this model cannot be evaluated
         return None
     robust = clean == y
@@ -607,12 +726,16 @@ def _large_eps_probe(row: _Row, builder: ModelBuilder, settings: _EvaluationSett
                                   total=len(linf) * int(robust.sum()))
     try:
         for label, attack in linf:
-            torch.manual_seed(config.seed)
-            try:
-                predicted = adversarial_predictions(
+
+            def attacked(attack: Attack = attack) -> torch.Tensor:
+                torch.manual_seed(config.seed)
+                return adversarial_predictions(
                     row.model, attack, x, y, SANITY_EPS, clean, config.batch_size,
                     advance=lambda k: settings.bars.advance(task, k),
                 )
+
+            try:
+                predicted, _ = settings.predictions(settings.result_key(row_key, attack, SANITY_EPS, len(x)), attacked)
             except Exception as error:
                 accuracy[label], errors[label] = None, f"{type(error).__name__}: {error}"
                 continue
@@ -666,6 +789,10 @@ def _failed_group(
 
 def _frame(cells: list[Cell]) -> pd.DataFrame:
     return pd.DataFrame([vars(cell) for cell in cells], columns=list(Cell.__dataclass_fields__))
+
+
+def _records(cells: list[Cell]) -> list[dict[str, Any]]:
+    return [vars(cell) for cell in cells]
 
 
 def _metadata(

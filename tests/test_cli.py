@@ -34,7 +34,8 @@ def test_run_writes_the_leaderboard_and_prints_the_ranking(tmp_path, capsys):
                              "--name", "tiny")
     assert status == 0
     assert "R&G worst-case" in out
-    assert sorted(path.name for path in (tmp_path / "lb").iterdir()) == ["tiny.csv", "tiny.json", "tiny.md"]
+    assert sorted(path.name for path in (tmp_path / "lb").iterdir()) == [
+        "results.db", "tiny.csv", "tiny.json", "tiny.md"]
 
 
 def test_failed_cells_give_exit_status_1_after_the_whole_matrix(tmp_path, capsys, install_plugin):

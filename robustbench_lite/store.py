@@ -1,0 +1,238 @@
+"""The results store: an embedded SQLite database of finished work, from which leaderboards are rendered.
+
+Two tables:
+
+- ``results``: what one computation produced (clean predictions of a model, or its predictions
+  under one attack at one eps), under a key of everything that determines it. A run looks every
+  cell up before computing it, so the same command run again after a crash (even ``kill -9``)
+  redoes only the missing work and, its numbers being seeded per cell, gives the same leaderboard.
+  Failures are recorded too, with their error, but never reused: a later run retries them.
+- ``runs``: what each run reported, its metadata and its leaderboard rows, updated after every
+  (model, defense), so ``rbl leaderboard --db`` renders any run again without a model.
+
+Every write is one short transaction; the database runs in WAL mode with a generous busy
+timeout, so several processes (parallel runs, shards, Ray workers) can share one store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import UsageError
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_SECONDS = 300.0  # a writer waits this long for another one's transaction
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    key TEXT PRIMARY KEY,          -- sha256 of key_json
+    key_json TEXT NOT NULL,        -- everything that determines the result
+    status TEXT NOT NULL,          -- ok or failed
+    predictions BLOB,              -- per-sample predicted labels (int16), ok results only
+    n INTEGER NOT NULL,
+    seconds REAL NOT NULL,
+    error TEXT NOT NULL DEFAULT '',
+    created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    benchmark TEXT NOT NULL,
+    started TEXT NOT NULL,
+    finished TEXT,                 -- NULL while running, or when the run was interrupted
+    metadata TEXT NOT NULL,
+    cells TEXT NOT NULL            -- the run's leaderboard rows, JSON
+);
+"""
+
+
+def key_digest(key: dict[str, Any]) -> str:
+    """The stable identity of a result key (order of dict entries does not matter)."""
+    return hashlib.sha256(_canonical(key).encode()).hexdigest()
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """A reusable result: per-sample predictions and the seconds it took to compute them."""
+
+    predictions: torch.Tensor
+    seconds: float
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    id: int
+    benchmark: str
+    started: str
+    finished: str | None
+
+
+class ResultsStore:
+    """One SQLite results database; safe to share between processes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as connection:
+                connection.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+                connection.executescript(_SCHEMA)
+                version = connection.execute("PRAGMA user_version").fetchone()[0]
+                if version == 0:
+                    connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                elif version != SCHEMA_VERSION:
+                    raise UsageError(f"results store {str(self.path)!r} has schema {version}, "
+                                     f"this robustbench_lite reads {SCHEMA_VERSION}; use another --db")
+        except sqlite3.DatabaseError as error:
+            raise UsageError(f"results store {str(self.path)!r} is not a usable SQLite database: {error}") from None
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection whose ``with`` block is one transaction, closed afterwards."""
+        with closing(sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS)) as connection:
+            with connection:
+                yield connection
+
+    # -- results ---------------------------------------------------------------------------
+
+    def get(self, key: dict[str, Any]) -> StoredResult | None:
+        """The finished result stored under ``key``, or None (also for a recorded failure)."""
+        with self._connect() as connection:
+            row = connection.execute(
+                "SELECT predictions, n, seconds FROM results WHERE key = ? AND status = 'ok'", (key_digest(key),)
+            ).fetchone()
+        if row is None:
+            return None
+        predictions = torch.from_numpy(np.frombuffer(row[0], dtype="<i2").astype(np.int64))
+        if len(predictions) != row[1]:  # cannot happen short of tampering: recompute rather than trust it
+            return None
+        return StoredResult(predictions, float(row[2]))
+
+    def put(self, key: dict[str, Any], predictions: torch.Tensor, seconds: float) -> None:
+        """Record a finished result (replacing an earlier failure under the same key)."""
+        labels = predictions.detach().cpu().numpy()
+        if len(labels) and (labels.min() < np.iinfo(np.int16).min or labels.max() > np.iinfo(np.int16).max):
+            raise ValueError("predicted labels do not fit the store's 16-bit labels")
+        blob = labels.astype("<i2").tobytes()
+        self._insert(key, "ok", blob, len(labels), seconds, "")
+
+    def put_failure(self, key: dict[str, Any], n: int, seconds: float, error: str) -> None:
+        """Record that computing ``key`` failed, and why; a later run tries again."""
+        self._insert(key, "failed", None, n, seconds, error)
+
+    def _insert(self, key: dict[str, Any], status: str, blob: bytes | None, n: int, seconds: float, error: str) -> None:
+        with self._connect() as connection:
+            connection.execute(
+                "INSERT OR REPLACE INTO results (key, key_json, status, predictions, n, seconds, error, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (key_digest(key), _canonical(key), status, blob, n, float(seconds), error, _now()),
+            )
+
+    def count(self, status: str = "ok") -> int:
+        with self._connect() as connection:
+            return connection.execute("SELECT COUNT(*) FROM results WHERE status = ?", (status,)).fetchone()[0]
+
+    # -- runs ------------------------------------------------------------------------------
+
+    def start_run(self, benchmark: str, metadata: dict[str, Any]) -> int:
+        with self._connect() as connection:
+            cursor = connection.execute(
+                "INSERT INTO runs (benchmark, started, metadata, cells) VALUES (?, ?, ?, '[]')",
+                (benchmark, _now(), json.dumps(metadata, default=str)),
+            )
+            return int(cursor.lastrowid)
+
+    def update_run(self, run_id: int, metadata: dict[str, Any], cells: list[dict[str, Any]], finished: bool) -> None:
+        """Replace the run's metadata and rows with the current ones; ``finished`` stamps its end."""
+        with self._connect() as connection:
+            connection.execute(
+                "UPDATE runs SET metadata = ?, cells = ?, finished = ? WHERE id = ?",
+                (json.dumps(metadata, default=str), json.dumps(cells, default=str), _now() if finished else None, run_id),
+            )
+
+    def runs(self, benchmark: str | None = None) -> list[RunInfo]:
+        """The recorded runs, oldest first (of one benchmark when given)."""
+        query, parameters = "SELECT id, benchmark, started, finished FROM runs", ()
+        if benchmark is not None:
+            query, parameters = query + " WHERE benchmark = ?", (benchmark,)
+        with self._connect() as connection:
+            return [RunInfo(*row) for row in connection.execute(query + " ORDER BY id", parameters)]
+
+    def load_run(
+        self, run_id: int | None = None, benchmark: str | None = None
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """A run's leaderboard rows and metadata: ``run_id``, else the latest run (of ``benchmark``)."""
+        runs = self.runs(benchmark)
+        if run_id is not None:
+            runs = [run for run in runs if run.id == run_id]
+        if not runs:
+            what = f"run {run_id}" if run_id is not None else f"run of benchmark {benchmark!r}" if benchmark else "run"
+            known = ", ".join(f"{run.id} ({run.benchmark})" for run in self.runs()) or "none"
+            raise UsageError(f"no {what} in results store {str(self.path)!r}; recorded runs: {known}")
+        with self._connect() as connection:
+            metadata, cells = connection.execute(
+                "SELECT metadata, cells FROM runs WHERE id = ?", (runs[-1].id,)
+            ).fetchone()
+        metadata = json.loads(metadata)
+        metadata["store"] = {"path": str(self.path), "run": runs[-1].id, "finished": runs[-1].finished}
+        return json.loads(cells), metadata
+
+
+def merged_run(
+    paths: list[Path], benchmark: str | None = None, run_id: int | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The leaderboard rows and metadata of one run, or of the shards of one run spread over several stores.
+
+    With several stores, the latest run of ``benchmark`` (default: of the first store's latest
+    run) is taken from each; rows are concatenated (a (model, defense, attack, eps) cell found
+    twice is kept once) and the per-row metadata are united. The runs must share the dataset,
+    the number of test points and the eps grid, or their numbers could not share a table.
+    """
+    if not paths:
+        raise UsageError("no results store given; pass --db PATH (several to merge shards)")
+    if run_id is not None and len(paths) > 1:
+        raise UsageError("--run picks a run of one store; merging several stores takes each one's latest run")
+    stores = [ResultsStore(path) for path in paths]
+    cells, metadata = stores[0].load_run(run_id, benchmark)
+    if len(stores) == 1:
+        return cells, metadata
+    sources = [metadata.pop("store")]
+    seen = {_cell_identity(cell) for cell in cells}
+    for store in stores[1:]:
+        more_cells, more = store.load_run(None, metadata["benchmark"])
+        for field in ("dataset", "eps"):
+            if _canonical(more.get(field)) != _canonical(metadata.get(field)):
+                raise UsageError(f"cannot merge {str(store.path)!r}: its run has another {field} than "
+                                 f"{str(stores[0].path)!r}'s")
+        sources.append(more.pop("store"))
+        for section in ("training", "evaluations"):
+            metadata.setdefault(section, {}).update(more.get(section, {}))
+        for cell in more_cells:
+            if _cell_identity(cell) not in seen:
+                seen.add(_cell_identity(cell))
+                cells.append(cell)
+    metadata.pop("shard", None)
+    metadata["merged_from"] = sources
+    return cells, metadata
+
+
+def _cell_identity(cell: dict[str, Any]) -> tuple[Any, ...]:
+    return cell["model"], cell["defense"], cell["attack"], float(cell["eps"])

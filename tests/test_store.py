@@ -1,0 +1,179 @@
+"""The results store: resumable runs, nothing lost on kill -9, concurrent writers, shards merged."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from robustbench_lite import run
+from robustbench_lite.cli import main
+from robustbench_lite.errors import UsageError
+from robustbench_lite.leaderboard import wilson_interval
+from robustbench_lite.store import ResultsStore, key_digest, merged_run
+
+TINY = dict(dataset="synthetic[n_train=256,n_test=48]", models="cnn", defenses="none,at-fgsm", attacks="fgsm,pgd",
+            eps="0,0.1,0.3", epochs=1, device="cpu")
+COMPARED = ["model", "defense", "attack", "eps", "accuracy", "correct", "n", "status", "evaluation"]
+
+
+def test_results_round_trip_and_failures_are_never_reused(tmp_path):
+    store = ResultsStore(tmp_path / "r.db")
+    key = {"model": "m", "eps": 0.1, "attack": {"name": "pgd", "options": {"steps": 10}}}
+    assert store.get(key) is None
+    store.put_failure(key, 3, 0.5, "RuntimeError: boom")
+    assert store.get(key) is None and store.count("failed") == 1
+    store.put(key, torch.tensor([3, -1, 9]), 1.25)
+    reordered = {"attack": {"options": {"steps": 10}, "name": "pgd"}, "eps": 0.1, "model": "m"}
+    assert key_digest(reordered) == key_digest(key)
+    found = ResultsStore(tmp_path / "r.db").get(reordered)  # a second connection, as a resumed run has
+    assert found.predictions.tolist() == [3, -1, 9] and found.predictions.dtype == torch.int64
+    assert found.seconds == 1.25 and store.count("failed") == 0
+    assert store.get({**key, "eps": 0.2}) is None
+
+
+def test_a_file_that_is_not_a_store_is_refused_in_one_line(tmp_path):
+    bogus = tmp_path / "bogus.db"
+    bogus.write_text("not a database at all, just text" * 100)
+    with pytest.raises(UsageError, match="not a usable SQLite database"):
+        ResultsStore(bogus)
+
+
+def test_wilson_interval_matches_the_closed_form_values():
+    # Textbook values of the 95% Wilson score interval.
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 27.75), abs=0.01)
+    assert wilson_interval(5, 10) == pytest.approx((23.66, 76.34), abs=0.01)
+    assert wilson_interval(50, 100) == pytest.approx((40.38, 59.62), abs=0.01)
+    low, high = wilson_interval(1000, 1000)
+    assert high == 100.0 and low == pytest.approx(99.62, abs=0.01)
+    with pytest.raises(ValueError):
+        wilson_interval(0, 0)
+
+
+def test_a_second_run_reuses_every_cell_and_gives_the_same_numbers(tmp_path):
+    first = run(**TINY, cache_dir=tmp_path / "c", db=tmp_path / "r.db")
+    # Per model: clean, 2 attacks x 2 eps, the large-eps probe's 2 attacks; the probe's clean
+    # predictions (its 64 points are all 48 here) are the clean cell's, reused at once.
+    assert first.attrs["metadata"]["work"] == {"cells_computed": 2 * (1 + 2 * 2 + 2), "cells_reused": 2}
+    second = run(**TINY, cache_dir=tmp_path / "c", db=tmp_path / "r.db")
+    assert second.attrs["metadata"]["work"] == {"cells_computed": 0, "cells_reused": 16}
+    pd.testing.assert_frame_equal(first[COMPARED], second[COMPARED])
+    # --no-cache recomputes everything, and the numbers agree again (CPU runs are deterministic).
+    third = run(**TINY, cache_dir=tmp_path / "c", db=tmp_path / "r.db", use_cache=False)
+    assert third.attrs["metadata"]["work"]["cells_reused"] == 0
+    pd.testing.assert_frame_equal(first[COMPARED], third[COMPARED])
+
+
+def test_only_missing_cells_are_computed_and_other_settings_are_not_reused(tmp_path):
+    full = run(**TINY, cache_dir=tmp_path / "c", db=tmp_path / "r.db")
+    with sqlite3.connect(tmp_path / "r.db") as connection:  # lose two results, as a crash would
+        connection.execute("DELETE FROM results WHERE key IN (SELECT key FROM results ORDER BY rowid DESC LIMIT 2)")
+    resumed = run(**TINY, cache_dir=tmp_path / "c", db=tmp_path / "r.db")
+    assert resumed.attrs["metadata"]["work"]["cells_computed"] == 2
+    pd.testing.assert_frame_equal(full[COMPARED], resumed[COMPARED])
+    other_seed = run(**{**TINY, "defenses": "none"}, seed=1, cache_dir=tmp_path / "c", db=tmp_path / "r.db")
+    assert other_seed.attrs["metadata"]["work"] == {"cells_computed": 7, "cells_reused": 1}  # 1: the probe's clean
+
+
+def test_leaderboard_command_renders_a_stored_run_as_the_run_wrote_it(tmp_path, capsys):
+    out = tmp_path / "lb"
+    run(**TINY, cache_dir=tmp_path / "c", out=out, name="tiny")
+    assert main(["leaderboard", "--db", str(out / "results.db"), "--out", str(tmp_path / "again")]) == 0
+    for suffix in ("md", "csv"):
+        assert (tmp_path / "again" / f"tiny.{suffix}").read_text() == (out / f"tiny.{suffix}").read_text()
+    capsys.readouterr()
+    assert main(["leaderboard", "--db", str(out / "results.db"), "--format", "csv"]) == 0
+    assert capsys.readouterr().out == (out / "tiny.csv").read_text()
+    sidecar = json.loads((out / "tiny.json").read_text())
+    cell = next(c for c in sidecar["cells"] if c["attack"] == "fgsm" and c["eps"] == 0.1 and c["defense"] == "none")
+    assert (cell["ci_low"], cell["ci_high"]) == pytest.approx(wilson_interval(cell["correct"], cell["n"]))
+    assert "±" in (out / "tiny.md").read_text()
+    status = main(["leaderboard", "--db", str(out / "results.db"), "--run", "99"])
+    assert status == 2 and "no run 99" in capsys.readouterr().err
+
+
+def test_shards_merge_into_the_unsharded_leaderboard(tmp_path, capsys):
+    settings = {**TINY, "defenses": "none,at-fgsm,at-pgd", "cache_dir": tmp_path / "c"}
+    whole = run(**settings, out=tmp_path / "whole", name="tiny")
+    shards = [run(**settings, shard=f"{index}/2", db=tmp_path / f"shard{index}.db", name="tiny") for index in (1, 2)]
+    assert sorted(set(shards[0]["defense"])) == ["at-pgd", "none"] and set(shards[1]["defense"]) == {"at-fgsm"}
+    status = main(["leaderboard", "--db", str(tmp_path / "shard1.db"), "--db", str(tmp_path / "shard2.db"),
+                   "--out", str(tmp_path / "merged")])
+    assert status == 0
+    assert (tmp_path / "merged" / "tiny.csv").read_text() == (tmp_path / "whole" / "tiny.csv").read_text()
+    merged_cells, metadata = merged_run([tmp_path / "shard1.db", tmp_path / "shard2.db"])
+    assert len(merged_cells) == len(whole) and len(metadata["merged_from"]) == 2
+    with pytest.raises(UsageError, match="invalid shard"):
+        run(**settings, shard="3/2")
+
+
+def test_concurrent_writers_do_not_corrupt_the_store(tmp_path):
+    script = """
+import sys, torch
+from robustbench_lite.store import ResultsStore
+store = ResultsStore(sys.argv[1])
+run = store.start_run("w" + sys.argv[2], {})
+for index in range(150):
+    store.put({"writer": sys.argv[2], "index": index}, torch.arange(100) % 7, 0.01)
+    store.update_run(run, {"step": index}, [{"index": index}], finished=index == 149)
+"""
+    writers = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "r.db"), str(w)]) for w in range(3)]
+    assert [writer.wait(timeout=300) for writer in writers] == [0, 0, 0]
+    store = ResultsStore(tmp_path / "r.db")
+    assert store.count() == 450
+    assert all(store.get({"writer": str(w), "index": i}) is not None for w in range(3) for i in (0, 149))
+    assert [run.finished is not None for run in store.runs()] == [True] * 3
+    with sqlite3.connect(tmp_path / "r.db") as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def _rbl(cwd: Path, args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RBL_CACHE_DIR": str(cwd / "cache")}
+    cwd.mkdir(exist_ok=True)
+    return subprocess.Popen([sys.executable, "-m", "robustbench_lite", *args], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _stored(db: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as connection:
+            return connection.execute("SELECT COUNT(*) FROM results WHERE status = 'ok'").fetchone()[0]
+    except sqlite3.Error:  # not created yet
+        return 0
+
+
+def test_kill_9_mid_matrix_then_the_same_command_resumes_and_equals_an_uninterrupted_run(tmp_path):
+    # Slow enough cells (PGD-200 on all 1000 moons points) that the kill lands mid-matrix.
+    args = ["run", "--epochs", "2", "--quiet", "--device", "cpu", "--defenses", "none,at-fgsm,at-pgd",
+            "--attacks", "fgsm,pgd[steps=200]", "--out", "lb"]
+    total = 3 * (1 + 2 * 5)  # per model: clean + 2 attacks x eps 0.1..0.5
+
+    killed = _rbl(tmp_path / "killed", args)
+    deadline = time.monotonic() + 600
+    while _stored(tmp_path / "killed" / "lb" / "results.db") < 3:
+        assert killed.poll() is None, "the run ended before it could be killed: " + killed.stderr.read().decode()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    done_before = _stored(tmp_path / "killed" / "lb" / "results.db")
+    assert 3 <= done_before < total
+
+    resumed = _rbl(tmp_path / "killed", args)
+    whole = _rbl(tmp_path / "whole", args)
+    assert resumed.wait(timeout=900) == 0, resumed.stderr.read().decode()
+    assert whole.wait(timeout=900) == 0, whole.stderr.read().decode()
+    work = json.loads((tmp_path / "killed" / "lb" / "moons.json").read_text())["work"]
+    assert work["cells_reused"] >= done_before and work["cells_computed"] + work["cells_reused"] == total
+    for suffix in ("csv", "md"):
+        assert (tmp_path / "killed" / "lb" / f"moons.{suffix}").read_text() == \
+            (tmp_path / "whole" / "lb" / f"moons.{suffix}").read_text()
