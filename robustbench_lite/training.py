@@ -31,6 +31,7 @@ LR_SCHEDULES = ("none", "cosine", "step")
 STEP_GAMMA = 0.1  # the "step" schedule multiplies the lr by this after 50% and again after 75% of the epochs
 VALIDATION_SHARE = 0.1  # early stopping holds out the last 10% of the training set
 VALIDATION_PGD_STEPS = 10
+SUMMARY_CHARS = 160  # longest error text quoted in the one-line warning about an unusable checkpoint
 
 
 class TrainingDivergedError(RblError):
@@ -233,19 +234,44 @@ def load_or_train(
 
 
 def _load(model: nn.Module, path: Path, key: dict[str, Any]) -> TrainingRecord | None:
-    """The cached record, or None (with a warning) when the file is unreadable or for another key."""
+    """The cached record, or None (with a one-line warning) when the file is unusable: unreadable,
+    written for other settings, or holding weights that do not fit ``model``, which is then untouched."""
+    expected = json.loads(json.dumps(key, default=str))
+    problem = "is corrupt or truncated"  # what a failure of the next step means, for the warning
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        if json.loads(saved["key"]) != json.loads(json.dumps(key, default=str)):
-            raise ValueError("its key does not match this run")
-        model.load_state_dict(saved["state_dict"])
-    except Exception as error:  # corrupt, truncated or foreign: retrain rather than trust it
-        warnings.warn(f"ignoring checkpoint {path} ({type(error).__name__}: {error}); retraining", stacklevel=3)
+        problem = "is not a robustbench_lite checkpoint"
+        saved_key = json.loads(saved["key"])
+        # Checkpoints written before the lr schedule and early stopping lack those fields: defaults then.
+        history = {item.name: saved[item.name] for item in fields(TrainingHistory) if item.name in saved}
+        record = TrainingRecord(key=key, seconds=float(saved["seconds"]), from_cache=True, **history)
+        if saved_key != expected:
+            problem = "was saved for other settings"
+            names = saved_key.keys() | expected.keys()
+            different = sorted(name for name in names if saved_key.get(name) != expected.get(name))
+            raise ValueError(f"{', '.join(different)} differ")
+        problem = "holds weights that do not fit this model"
+        weights, current = saved["state_dict"], model.state_dict()
+        misfits = sorted(
+            name for name in weights.keys() | current.keys()
+            if name not in weights or name not in current or weights[name].shape != current[name].shape
+        )
+        if misfits:  # checked first: a failing load_state_dict would leave the model half overwritten, then retrained
+            raise ValueError(f"tensors missing, extra or of another shape: {', '.join(misfits)}")
+        model.load_state_dict(weights)
+    except Exception as error:  # retrain rather than trust it
+        warnings.warn(f"ignoring checkpoint {path}: it {problem} ({_summary(error)}); retraining", stacklevel=3)
         return None
     model.eval()
-    # Checkpoints written before the lr schedule and early stopping lack those fields: defaults then.
-    history = {item.name: saved[item.name] for item in fields(TrainingHistory) if item.name in saved}
-    return TrainingRecord(key=key, seconds=float(saved["seconds"]), from_cache=True, **history)
+    return record
+
+
+def _summary(error: Exception) -> str:
+    """The error's type and first sentence on one line: torch's load errors run to paragraphs of advice."""
+    first_sentence = " ".join(str(error).split()).split(". ")[0].rstrip(".")
+    if len(first_sentence) > SUMMARY_CHARS:
+        first_sentence = first_sentence[: SUMMARY_CHARS - 3] + "..."
+    return f"{type(error).__name__}: {first_sentence}" if first_sentence else type(error).__name__
 
 
 def _history(source: TrainingHistory) -> dict[str, Any]:

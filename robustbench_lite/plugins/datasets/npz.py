@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from robustbench_lite.options import Option
 
 from ._common import channel_stats, images_to_tensor, labels_to_tensor
 
+NPY_MAGIC = np.lib.format.MAGIC_PREFIX
 REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 EXPECTED = (
     "expected a numpy .npz with x_train, x_test (uint8 images, (N, H, W, C) or grayscale (N, H, W)), "
@@ -28,17 +30,22 @@ def read_arrays(path: Path) -> dict[str, np.ndarray]:
         return UsageError(f"npz file {path}: {problem}; {EXPECTED}")
 
     try:
-        # allow_pickle=False: a data file must never be able to run code.
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
+        with open(path, "rb") as file:
+            is_npy = file.read(len(NPY_MAGIC)) == NPY_MAGIC
+        if is_npy:
             raise fail("is a single .npy array, not an .npz archive")
-        with loaded as archive:
+        # Checked here: numpy takes any other non-zip file for a pickle and suggests allow_pickle=True.
+        if not zipfile.is_zipfile(path):
+            raise fail("is not an .npz archive (not a zip file: another format, or truncated)")
+        # allow_pickle=False: a data file must never be able to run code.
+        with np.load(path, allow_pickle=False) as archive:
             missing = [key for key in REQUIRED if key not in archive.files]
             if missing:
                 raise fail(f"missing key(s) {', '.join(missing)} (has {', '.join(archive.files) or 'none'})")
             arrays = {key: archive[key] for key in (*REQUIRED, "classes") if key in archive.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise fail(f"is not a readable .npz archive ({type(error).__name__}: {error})") from None
+    # A damaged member surfaces as a zip, zlib or numpy header error, or as an unknown compression method.
+    except (OSError, ValueError, EOFError, NotImplementedError, zipfile.BadZipFile, zlib.error) as error:
+        raise fail(f"is not a readable .npz archive ({str(error) or type(error).__name__})") from None
 
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
@@ -83,7 +90,10 @@ class Npz(DatasetLoader):
         # Relative to the current directory, not data_dir: the path is the user's own, typed on the command line.
         path = Path(self.path).expanduser().absolute()
         if not path.exists():
-            raise DatasetMissingError(f"npz file {path} not found")
+            raise DatasetMissingError(
+                f"npz file {path} not found; give path= an existing .npz file "
+                "(relative paths start at the current directory)"
+            )
         arrays = read_arrays(path)
         x_train = images_to_tensor(arrays["x_train"])
         if "classes" in arrays:

@@ -8,6 +8,7 @@ exactly which files to put where, so offline machines can be set up by hand.
 from __future__ import annotations
 
 import abc
+import contextlib
 import tarfile
 from pathlib import Path
 from typing import ClassVar
@@ -62,9 +63,13 @@ class TorchvisionLoader(DatasetLoader):
         except RuntimeError:  # torchvision's "Dataset not found"
             if not self.download:
                 raise self._missing(root, "download=false") from None
+            absent = [folder for folder in (self.folder(root), *self.folder(root).parents) if not folder.exists()]
             try:
                 train, test = self._open(root, download=True)
             except Exception as error:  # offline, HTTP or disk errors alike: the data is not to be had
+                for folder in absent:  # deepest first; a failed download leaves no empty folders behind
+                    with contextlib.suppress(OSError):  # not empty, or never created
+                        folder.rmdir()
                 raise self._missing(root, f"download failed: {_last_line(error)}") from None
         return Dataset(
             name=self.name,

@@ -1,0 +1,277 @@
+"""Every bad input to ``rbl run`` gives one ``rbl: error:`` line on stderr and exit status 2.
+
+tests/test_cli.py holds the first cases; the table here adds the rest (docs/errors.md lists them
+all). Then the inputs that are not errors: too large an --n-examples and an unusable cached
+checkpoint warn in one line and the run goes on; a model with NaN logits fails its cells (exit 1).
+"""
+
+import json
+import os
+import urllib.error
+import urllib.request
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from robustbench_lite.cli import main
+from robustbench_lite.registry import default_registry
+
+FAST = ["--dataset", "moons", "--models", "mlp", "--defenses", "none", "--attacks", "fgsm", "--eps", "0,0.1",
+        "--epochs", "1", "--n-examples", "8", "--device", "cpu", "--quiet"]
+
+MODELS_PLUGIN = '''
+import math
+import torch
+from torch import nn
+from robustbench_lite import ModelBuilder, hookimpl
+
+class ThreeLogits(ModelBuilder):
+    name = "three-logits"
+    description = "three outputs whatever the number of classes"
+
+    def build(self, input_shape, num_classes):
+        return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), 3))
+
+class NanInEval(nn.Module):
+    """Trains normally (finite loss), then answers NaN once evaluated."""
+
+    def __init__(self, features, classes):
+        super().__init__()
+        self.linear = nn.Linear(features, classes)
+
+    def forward(self, x):
+        logits = self.linear(x.flatten(1))
+        return logits if self.training else logits * float("nan")
+
+class NanLogits(ModelBuilder):
+    name = "nan-logits"
+    description = "NaN logits in eval mode"
+
+    def build(self, input_shape, num_classes):
+        return NanInEval(math.prod(input_shape), num_classes)
+
+@hookimpl
+def register_models(register):
+    register(ThreeLogits)
+    register(NanLogits)
+'''
+
+
+@pytest.fixture(scope="module", autouse=True)
+def bad_input_models(tmp_path_factory):
+    """Models ``three-logits`` and ``nan-logits``, installed as a distribution once for this module."""
+    site = tmp_path_factory.mktemp("site-packages")
+    (site / "rbl_bad_input_models.py").write_text(MODELS_PLUGIN)
+    info = site / "rbl_bad_input_models-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: rbl-bad-input-models\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[robustbench_lite]\nrbl_bad_input_models = rbl_bad_input_models\n")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(site))
+        default_registry.cache_clear()
+        yield
+    default_registry.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    """No network: torchvision's downloads fail at once, as on an offline machine, wherever the tests run."""
+
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("no network in tests")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Bad input files, one of each kind."""
+    folder = tmp_path_factory.mktemp("inputs")
+    (folder / "text.npz").write_text("x_train,y_train\n1,2\n")
+    np.savez(folder / "labels-only.npz", y_train=np.arange(3))
+    np.save(folder / "array.npy", np.zeros((2, 3, 3), np.uint8))
+    with zipfile.ZipFile(folder / "damaged.npz", "w", zipfile.ZIP_DEFLATED) as archive:
+        for key in ("x_train", "y_train", "x_test", "y_test"):  # x_train first: its data starts at a known offset
+            archive.writestr(f"{key}.npy", bytes(1000))
+    damaged = bytearray((folder / "damaged.npz").read_bytes())
+    data_start = 30 + len("x_train.npy")  # zip local header, then the name, then (no extra field) the deflate stream
+    damaged[data_start] |= 0b110  # block type 3, which deflate reserves: zlib refuses the member
+    (folder / "damaged.npz").write_bytes(bytes(damaged))
+    (folder / "regular-file").write_text("not a folder")
+    (folder / "read-only").mkdir(mode=0o555)
+    return folder
+
+
+def run_fast(tmp_path, capsys, *extra):
+    """``rbl run`` on moons with FAST settings; (exit status, stdout, stderr lines)."""
+    status = main(["run", *FAST, "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out"), *extra])
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    return status, captured.out, captured.err.splitlines()
+
+
+# (id, arguments after FAST, a substring of the one error line); {tmp} is the test's tmp_path, {files} the bad files
+BAD_INPUTS = [
+    ("unknown model option", ["--models", "mlp[width=3]"],
+     "unknown option 'width' for model 'mlp'; valid options: none"),
+    ("unknown defense option", ["--defenses", "at-fgsm[alpa=0.5]"],
+     "unknown option 'alpa' for defense 'at-fgsm'; valid options: alpha"),
+    ("unknown dataset option", ["--dataset", "moons[noize=0.2]"],
+     "unknown option 'noize' for dataset 'moons'; valid options: n_train, n_test, noise, seed"),
+    ("float for an int option", ["--attacks", "pgd[steps=1.5]"],
+     "option 'steps' of attack 'pgd' must be of type int, got '1.5'"),
+    ("word for a float option", ["--defenses", "at-fgsm[alpha=half]"],
+     "option 'alpha' of defense 'at-fgsm' must be of type float, got 'half'"),
+    ("word for a bool option", ["--attacks", "pgd[random_start=maybe]"],
+     "option 'random_start' of attack 'pgd' must be of type bool, got 'maybe'"),
+    ("option below its minimum", ["--attacks", "pgd[steps=0]"], "option 'steps' of attack 'pgd' must be >= 1, got '0'"),
+    ("NaN option", ["--dataset", "moons[noise=nan]"],
+     "option 'noise' of dataset 'moons' must be a finite number, got 'nan'"),
+    ("unclosed bracket", ["--attacks", "pgd[steps=5"],
+     "malformed plugin spec 'pgd[steps=5'; expected name[key=value,...]"),
+    ("option without value", ["--attacks", "pgd[steps]"],
+     "malformed option 'steps' in 'pgd[steps]'; expected key=value"),
+    ("empty attack list", ["--attacks", ","], "empty plugin list ','"),
+    ("eps infinite", ["--eps", "0,inf"], "invalid epsilon 'inf': must lie in [0, 1]"),
+    ("eps just above 1", ["--eps", "1.0001"], "invalid epsilon '1.0001': must lie in [0, 1]"),
+    ("eps with a typo", ["--eps", "0.1,0.2x"], "invalid epsilon '0.2x': not a number; give values in [0, 1]"),
+    ("eps empty", ["--eps", ""], "empty epsilon list ''; give values such as 0,0.1,0.2"),
+    ("n-examples negative", ["--n-examples", "-5"], "--n-examples must be a positive number of test points, got -5"),
+    ("mnist data dir missing", ["--dataset", "mnist", "--data-dir", "{tmp}/nowhere"],
+     "MNIST not found in {tmp}/nowhere: put train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+     "t10k-labels-idx1-ubyte (or their .gz) in {tmp}/nowhere/MNIST/raw/ (download failed: "),
+    ("cifar10 data dir missing", ["--dataset", "cifar10", "--data-dir", "{tmp}/nowhere"],
+     "CIFAR-10 not found in {tmp}/nowhere: put cifar-10-python.tar.gz or the extracted cifar-10-batches-py/ "
+     "in {tmp}/nowhere/"),
+    ("npz without path", ["--dataset", "npz"], "dataset 'npz' needs path=FILE, e.g. --dataset 'npz[path="),
+    ("npz file missing", ["--dataset", "npz[path={files}/missing.npz]"],
+     "npz file {files}/missing.npz not found; give path= an existing .npz file"),
+    ("npz is a text file", ["--dataset", "npz[path={files}/text.npz]"],
+     "npz file {files}/text.npz: is not an .npz archive (not a zip file"),
+    ("npz is a single array", ["--dataset", "npz[path={files}/array.npy]"],
+     "is a single .npy array, not an .npz archive"),
+    ("npz lacks arrays", ["--dataset", "npz[path={files}/labels-only.npz]"],
+     "missing key(s) x_train, x_test, y_test (has y_train); expected a numpy .npz with x_train"),
+    ("npz member damaged", ["--dataset", "npz[path={files}/damaged.npz]"],
+     "npz file {files}/damaged.npz: is not a readable .npz archive (Error -3 while decompressing data"),
+    ("model outputs another number of classes", ["--models", "three-logits"],
+     "model 'three-logits' outputs shape (3,) but dataset 'moons' has 2 classes"),
+    ("image model on feature vectors", ["--models", "cnn"], "model 'cnn' takes images of shape (C, H, W)"),
+    ("out is a regular file", ["--out", "{files}/regular-file"],
+     "output folder '{files}/regular-file' is not writable: File exists"),
+    ("out in a read-only folder", ["--out", "{files}/read-only/leaderboards"],
+     "output folder '{files}/read-only/leaderboards' is not writable: Permission denied"),
+    ("epochs negative", ["--epochs", "-1"], "--epochs must be positive, got -1"),
+    ("epochs zero", ["--epochs", "0"], "--epochs must be positive, got 0"),
+    ("batch size negative", ["--batch-size", "-8"], "--batch-size must be positive, got -8"),
+    ("batch size zero", ["--batch-size", "0"], "--batch-size must be positive, got 0"),
+    ("train eps above 1", ["--train-eps", "1.5"], "--train-eps must lie in [0, 1], got 1.5"),
+    ("unknown lr schedule", ["--lr-schedule", "linear"], "'linear' is not one of 'none', 'cosine', 'step'"),
+    ("eot zero", ["--eot", "0"], "eot must be a positive number of gradient samples, got 0"),
+    ("eot negative", ["--eot", "-3"], "eot must be a positive number of gradient samples, got -3"),
+    ("eot not a number", ["--eot", "many"], "Invalid value for '--eot': 'many' is not a valid integer"),
+    ("target index out of range", ["--target", "2"], "unknown target class '2'; valid: 0 (upper), 1 (lower)"),
+    ("target index negative", ["--target", "-1"], "unknown target class '-1'; valid: 0 (upper), 1 (lower)"),
+    ("target name unknown", ["--target", "middle"], "unknown target class 'middle'; valid: 0 (upper), 1 (lower)"),
+    ("target with an untargeted attack", ["--attacks", "fgsm,deepfool", "--target", "1"],
+     "--target needs attacks with a targeted mode; deepfool has none"),
+    ("early stop zero", ["--early-stop", "0"], "--early-stop must be a positive number of epochs, got 0"),
+    ("early stop negative", ["--early-stop", "-2"], "--early-stop must be a positive number of epochs, got -2"),
+    ("early stop without validation points", ["--early-stop", "1", "--dataset", "moons[n_train=5]"],
+     "--early-stop needs a validation split, but 10% of the 5 training points is none"),
+    ("attack listed twice", ["--attacks", "fgsm,pgd,fgsm"], "attack listed twice: fgsm"),
+    ("attack twice, once with its default options", ["--attacks", "pgd,pgd[steps=10]"], "attack listed twice: pgd"),
+    ("defense listed twice", ["--defenses", "none,at-fgsm,none"], "defense listed twice: none"),
+]
+
+
+AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+MARKS = {"out in a read-only folder": pytest.mark.skipif(AS_ROOT, reason="root writes into read-only folders")}
+
+
+@pytest.mark.parametrize("extra, expected", [
+    pytest.param(extra, expected, id=case_id, marks=MARKS.get(case_id, ())) for case_id, extra, expected in BAD_INPUTS
+])
+def test_bad_input_is_one_error_line_and_exit_2(tmp_path, files, capsys, extra, expected):
+    def fill(text):
+        return text.format(tmp=tmp_path, files=files)
+
+    status, _, err = run_fast(tmp_path, capsys, *map(fill, extra))
+    assert status == 2
+    (line,) = err
+    assert line.startswith("rbl: error: ")
+    assert fill(expected) in line
+    assert not (tmp_path / "cache").exists()  # nothing trained
+    assert not [path for path in tmp_path.rglob("*") if path.suffix in (".csv", ".md", ".json")]  # no leaderboard
+    assert not (tmp_path / "nowhere").exists()  # a failed download leaves no empty data folders behind
+
+
+def sidecar(tmp_path):
+    return json.loads((tmp_path / "out" / "moons.json").read_text())
+
+
+def test_n_examples_beyond_the_test_set_warns_and_runs_on_all(tmp_path, capsys):
+    status, out, err = run_fast(tmp_path, capsys, "--dataset", "moons[n_train=64,n_test=20]", "--n-examples", "50")
+    assert status == 0
+    assert err == ["rbl: warning: --n-examples 50 exceeds the 20 test points; using all 20"]
+    assert sidecar(tmp_path)["dataset"]["n_examples"] == 20
+    assert "R&G worst-case" in out
+
+
+def truncate(checkpoint, other):
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+
+
+def overwrite_with_bytes(checkpoint, other):
+    checkpoint.write_bytes(b"\x00not a checkpoint" * 64)
+
+
+def copy_other_defenses(checkpoint, other):
+    checkpoint.write_bytes(other.read_bytes())
+
+
+def put_other_weights(checkpoint, other):
+    """The right key with weights of a network with one more layer, as after a plugin changed its architecture.
+
+    Most tensors fit: loading them before noticing the extra one would retrain from the other weights.
+    """
+    saved = torch.load(checkpoint, weights_only=True)
+    saved["state_dict"] = {**torch.load(other, weights_only=True)["state_dict"], "net.8.weight": torch.zeros(2, 2)}
+    torch.save(saved, checkpoint)
+
+
+@pytest.mark.parametrize("damage, warning", [
+    (truncate, "it is corrupt or truncated (RuntimeError: PytorchStreamReader failed reading zip archive"),
+    (overwrite_with_bytes, "it is corrupt or truncated (UnpicklingError: Weights only load failed); retraining"),
+    (copy_other_defenses, "it was saved for other settings (ValueError: defense, defense_options differ); retraining"),
+    (put_other_weights, "it holds weights that do not fit this model (ValueError: tensors missing, extra or of "
+                        "another shape: net.8.weight); retraining"),
+], ids=["truncated", "not a checkpoint", "another defense's", "another architecture's weights"])
+def test_unusable_checkpoint_warns_in_one_line_and_is_retrained(tmp_path, capsys, damage, warning):
+    args = ["--defenses", "none,at-fgsm"]
+    assert run_fast(tmp_path, capsys, *args)[0] == 0
+    trained = sidecar(tmp_path)["training"]["mlp/at-fgsm"]
+    checkpoint = next((tmp_path / "cache").glob("mlp-moons-at-fgsm-*.pt"))
+    damage(checkpoint, next((tmp_path / "cache").glob("mlp-moons-none-*.pt")))
+
+    status, out, err = run_fast(tmp_path, capsys, *args)
+    assert status == 0 and "R&G worst-case" in out
+    (line,) = err
+    assert line.startswith(f"rbl: warning: ignoring checkpoint {checkpoint}: ") and warning in line
+    retrained = sidecar(tmp_path)["training"]["mlp/at-fgsm"]
+    assert retrained["from_cache"] is False
+    assert retrained["epoch_losses"] == trained["epoch_losses"]  # from the seeded initialisation, not the bad weights
+    assert run_fast(tmp_path, capsys, *args)[2] == []  # the retrained weights replaced the bad file
+
+
+def test_nan_logits_fail_the_cells_with_exit_1(tmp_path, capsys):
+    status, out, err = run_fast(tmp_path, capsys, "--models", "nan-logits")
+    assert status == 1
+    assert err[-1].endswith("cell(s) failed or are incomplete; see the leaderboard")
+    cells = sidecar(tmp_path)["cells"]
+    assert cells and {cell["status"] for cell in cells} == {"failed"}
+    assert {cell["error"] for cell in cells} == {
+        "clean evaluation failed: NonFiniteOutputError: the model produced NaN or infinite logits"
+    }
