@@ -74,6 +74,8 @@ def cli() -> None:
 @click.option("--early-stop", type=int, default=None, metavar="K",
               help="Keep the epoch with the best PGD-10 robust accuracy on the last 10% of the training set "
                    "(then held out); stop after K epochs without improvement. [default: off]")
+@click.option("--deterministic", is_flag=True,
+              help="Deterministic kernels only (repeatable CUDA numbers, slower); CPU runs are repeatable anyway.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def run_command(**options) -> None:
     """Train (or load) every model under every defense, run every attack at every eps, write the leaderboard."""

@@ -21,7 +21,8 @@ import re
 import time
 import warnings
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -234,6 +235,7 @@ def run(
     early_stop: int | None = None,
     db: str | Path | None = None,
     shard: str | None = None,
+    deterministic: bool = False,
     registry: Registry | None = None,
 ) -> pd.DataFrame:
     """Run the attack x defense x eps matrix and return one row per cell (see :class:`Cell`).
@@ -254,6 +256,7 @@ def run(
     ``out`` is set, none otherwise); cells already there are reused, not recomputed, unless
     ``use_cache`` is false. ``shard`` ``"i/n"`` runs only the i-th of n interleaved parts of the
     (model, defense) pairs, for job arrays whose stores ``rbl leaderboard --db ... --db ...`` merges.
+    ``deterministic`` makes CUDA runs repeatable (see :func:`deterministic_mode`); CPU runs always are.
     """
     started = time.perf_counter()
     registry = registry or default_registry()
@@ -262,7 +265,7 @@ def run(
     recipes: list[Defense] = _unique([registry.create("defenses", s) for s in _specs(defenses, "defenses")], "defense")
     trainers = {recipe.label: training_recipe(recipe, registry) for recipe in recipes}
     if isinstance(eot, bool) or not isinstance(eot, int) or eot < 1:
-        raise UsageError(f"eot must be a positive number of gradient samples, got {eot!r}")
+        raise UsageError(f"--eot must be a positive number of gradient samples, got {eot!r}")
     attack_specs = _specs(attacks, "attacks")
     threats: list[Attack] = _unique([registry.create("attacks", s) for s in attack_specs], "attack")
     untargetable = [attack.label for attack in threats if "target" not in attack.settings]
@@ -315,10 +318,13 @@ def run(
     providers = {plugin.name: _provider(registry, kind, plugin.name)
                  for kind, plugins in (("models", builders), ("defenses", [*recipes, *trainers.values()]),
                                        ("attacks", threats)) for plugin in plugins}
+    metadata_["deterministic"] = deterministic
     run_id = store.start_run(benchmark, metadata_) if store is not None else None
-    with _progress(progress) as bars:
+    with _progress(progress) as bars, deterministic_mode(deterministic):
+        # Deterministic kernels change CUDA numbers, so such results are kept apart; on CPU they are the same.
+        device_label = torch_device.type + ("-deterministic" if deterministic and torch_device.type == "cuda" else "")
         settings = _EvaluationSettings(
-            grid, x_eval, y_eval, target_index, config, eot, bars, store, use_cache, providers, torch_device.type
+            grid, x_eval, y_eval, target_index, config, eot, bars, store, use_cache, providers, device_label
         )
         for builder_index, builder in enumerate(builders):
             # (model, defense) pairs are dealt to shards in turn, so every shard gets a share of each model.
@@ -368,6 +374,32 @@ def run(
     if out_dir is not None:
         frame.attrs["files"] = leaderboard.write(frame, metadata_, out_dir, benchmark)
     return frame
+
+
+@contextmanager
+def deterministic_mode(enabled: bool = True) -> Iterator[None]:
+    """Within the block, every kernel is deterministic, or raises if it has no deterministic version.
+
+    CPU kernels already are (same command and seed give identical numbers); on CUDA this turns off
+    cuDNN autotuning and atomics-based kernels, at some cost in speed. The previous settings come back afterwards.
+    """
+    if not enabled:
+        yield
+        return
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
+                os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"  # cuBLAS's requirement for reproducible matmuls
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0])
+        torch.backends.cudnn.benchmark = previous[1]
+        if previous[2] is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = previous[2]
 
 
 def parse_shard(shard: str | None) -> tuple[int, int]:
@@ -589,7 +621,8 @@ def _is_randomized(model: nn.Module, x: torch.Tensor) -> bool:
             first, second = model(x), model(x)
     except Exception:  # the clean evaluation reports what is wrong with the model
         return False
-    return not torch.allclose(first, second, rtol=1e-4, atol=1e-5)
+    # equal_nan: a model with NaN outputs is broken, not random; its cells fail on the NaN instead.
+    return not torch.allclose(first, second, rtol=1e-4, atol=1e-5, equal_nan=True)
 
 
 def _rows(model: nn.Module, recipe: Defense, threats: list[Attack], settings: _EvaluationSettings) -> list[_Row]:
