@@ -23,7 +23,7 @@ from .errors import RblError
 from .leaderboard import FORMATS, ensure_writable, ranking, render, write
 from .options import format_value
 from .registry import KINDS, default_registry
-from .runner import DEVICES, cells_frame, run
+from .runner import DEVICES, EXECUTORS, cells_frame, run
 from .store import merged_run
 from .training import LR_SCHEDULES
 
@@ -74,6 +74,9 @@ def cli() -> None:
 @click.option("--early-stop", type=int, default=None, metavar="K",
               help="Keep the epoch with the best PGD-10 robust accuracy on the last 10% of the training set "
                    "(then held out); stop after K epochs without improvement. [default: off]")
+@click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
+              help="ray: each trained model's job is a Ray task (one GPU each on CUDA), on the cluster RAY_ADDRESS "
+                   "names or a local one; needs the [ray] extra.")
 @click.option("--deterministic", is_flag=True,
               help="Deterministic kernels only (repeatable CUDA numbers, slower); CPU runs are repeatable anyway.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -156,6 +159,117 @@ def leaderboard_command(dbs: tuple[Path, ...], name: str | None, run_id: int | N
     ensure_writable(out)
     for path in write(frame, metadata, out, benchmark).values():
         click.echo(f"wrote {path}")
+
+
+@cli.group("plot")
+def plot_group() -> None:
+    """Plots as PNG or SVG (the suffix of --out chooses).
+
+    accuracy: robust accuracy vs eps from a leaderboard's JSON sidecar; examples: adversarial images
+    and their perturbations over eps; confusion: confusion matrices clean vs attacked. The per-layer
+    bar chart of the layer sustainability analysis is written by `rbl lsa` (plugin rbl-lsa).
+    """
+
+
+@plot_group.command("accuracy", short_help="Robust accuracy vs eps from a leaderboard's JSON.")
+@click.argument("leaderboard_json", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="PNG or SVG file. [default: <stem>-accuracy.png beside LEADERBOARD_JSON]")
+def plot_accuracy_command(leaderboard_json: Path, out: Path | None) -> None:
+    """Robust accuracy vs eps, one line per attack and one subplot per (model, defense), from `rbl run`'s JSON."""
+    from . import plot as plotting
+
+    path = out or leaderboard_json.with_name(f"{leaderboard_json.stem}-accuracy.png")
+    plotting.check_output(path)
+    cells = plotting.read_cells(leaderboard_json)
+    click.echo(f"wrote {plotting.accuracy_vs_eps(cells, path, title=f'{leaderboard_json.stem}: robust accuracy vs ε')}")
+
+
+def _attacked_model_options(command):
+    """The options of `rbl plot examples` and `rbl plot confusion`: the model as `rbl run` trains it (same cache)."""
+    options = [
+        click.option("--dataset", default="mnist", show_default=True, help="Dataset spec (images), e.g. 'npz[path=FILE]'."),
+        click.option("--data-dir", type=click.Path(path_type=Path), default=Path("data"), show_default=True,
+                     help="Where torchvision datasets live (downloaded there when online)."),
+        click.option("--model", default="cnn", show_default=True, help="Model spec, e.g. lenet."),
+        click.option("--defense", default="none", show_default=True, help="Defense the model is trained with."),
+        click.option("--attack", default="pgd", show_default=True, help="Attack spec, e.g. 'pgd[steps=20]'."),
+        click.option("--epochs", type=int, default=None, help="Training epochs. [default: the dataset's]"),
+        click.option("--batch-size", type=int, default=128, show_default=True, help="Batch size for training and attacks."),
+        click.option("--train-eps", type=float, default=None,
+                     help="Training eps of adversarial defenses. [default: the dataset's]"),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True),
+        click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+                     help="Trained-weights cache. [default: $RBL_CACHE_DIR or ~/.cache/robustbench_lite]"),
+        click.option("--out", type=click.Path(path_type=Path), default=None,
+                     help="PNG or SVG file. [default: leaderboards/<plot>-<model>-<defense>-<dataset>-<attack>.png]"),
+        click.option("--quiet", is_flag=True, help="No progress bar while training."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _attacked_model(plot: str, n: int, *, dataset: str, data_dir: Path, model: str, defense: str, attack: str,
+                    epochs: int | None, batch_size: int, train_eps: float | None, seed: int, device: str,
+                    cache_dir: Path | None, out: Path | None, quiet: bool):
+    """The checked output file, the trained model, the attack, the first ``n`` test points and the class names."""
+    import torch
+
+    from . import plot as plotting
+    from .runner import _slug, trained_model
+
+    registry = default_registry()
+    threat = registry.create("attacks", attack)
+    stem = "-".join(_slug(part) for part in (plot, registry.create("models", model).label,
+                                            registry.create("defenses", defense).label,
+                                            registry.create("datasets", dataset).name, threat.label))
+    path = out or Path("leaderboards") / f"{stem}.png"
+    plotting.check_output(path)  # before any training or attack
+    network, data = trained_model(
+        model=model, defense=defense, dataset=dataset, epochs=epochs, batch_size=batch_size, train_eps=train_eps,
+        device=device, seed=seed, data_dir=data_dir, cache_dir=cache_dir, progress=not quiet, registry=registry,
+    )
+    on = next(network.parameters()).device
+    torch.manual_seed(seed)  # as the runner seeds every cell: the attack's randomness follows from --seed
+    return path, network, threat, data.x_test[:n].to(on), data.y_test[:n].to(on), data.classes
+
+
+@plot_group.command("examples", short_help="Adversarial images and perturbations over eps.")
+@_attacked_model_options
+@click.option("--eps", default=None,
+              help="Comma-separated eps values in (0, 1], two columns each, e.g. 0.1,0.2,0.3. [default: the dataset's grid]")
+@click.option("--n", type=click.IntRange(min=1), default=6, show_default=True, help="Images (rows): the first N test points.")
+def plot_examples_command(eps: str | None, n: int, **options) -> None:
+    """Per test image: the clean image, then per eps the adversarial image and its (stretched) perturbation."""
+    from . import plot as plotting
+    from .errors import UsageError
+    from .runner import parse_eps
+
+    budgets = parse_eps(eps, default_registry().create("datasets", options["dataset"]).default_eps)[1:]
+    if not budgets:
+        raise UsageError("--eps needs a value > 0; the clean column already shows eps = 0")
+    path, network, threat, x, y, classes = _attacked_model("examples", n, **options)
+    click.echo(f"wrote {plotting.adversarial_examples(network, threat, x, y, budgets, classes, path)}")
+
+
+@plot_group.command("confusion", short_help="Confusion matrices, clean vs attacked.")
+@_attacked_model_options
+@click.option("--eps", type=float, default=None, help="Attack budget in (0, 1]. [default: the dataset's training eps]")
+@click.option("--n-examples", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Evaluate on the first N test points.")
+def plot_confusion_command(eps: float | None, n_examples: int, **options) -> None:
+    """Confusion matrices of the clean and the attacked predictions, side by side."""
+    from . import plot as plotting
+    from .errors import UsageError
+
+    budget = default_registry().create("datasets", options["dataset"]).default_train_eps if eps is None else eps
+    if not 0.0 < budget <= 1.0:
+        raise UsageError(f"--eps must lie in (0, 1] (inputs are images in [0, 1]), got {budget}")
+    path, network, threat, x, y, classes = _attacked_model("confusion", n_examples, **options)
+    written = plotting.confusion_matrices(network, threat, x, y, budget, classes, path, options["batch_size"])
+    click.echo(f"wrote {written}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from . import sanity
+from . import plot, sanity
+from .atomic import atomic_target
 from .errors import UsageError
 
 WORST_CASE = "worst-case"
@@ -120,16 +120,20 @@ def ranking(cells: pd.DataFrame, metadata: dict[str, Any] | None = None) -> pd.D
 
 
 def write(cells: pd.DataFrame, metadata: dict[str, Any], out_dir: Path, name: str) -> dict[str, Path]:
-    """Write ``<name>.csv``, ``<name>.md`` and ``<name>.json`` into ``out_dir``; return their paths."""
+    """Write ``<name>.csv``, ``<name>.md``, ``<name>.json`` and the plots the Markdown links into ``out_dir``.
+
+    Returns the paths by format, plus ``accuracy`` for the accuracy-vs-eps plot.
+    """
+    plots = plot.leaderboard_plots(cells, out_dir, name)
     paths = {}
-    for suffix, text in render(cells, metadata, name).items():
+    for suffix, text in render(cells, metadata, name, {kind: path.name for kind, path in plots.items()}).items():
         paths[suffix] = out_dir / f"{name}.{suffix}"
         _write_text(paths[suffix], text)
-    return paths
+    return {**paths, **plots}
 
 
-def render(cells: pd.DataFrame, metadata: dict[str, Any], name: str) -> dict[str, str]:
-    """The leaderboard as the text of each format in :data:`FORMATS`."""
+def render(cells: pd.DataFrame, metadata: dict[str, Any], name: str, plots: dict[str, str] | None = None) -> dict[str, str]:
+    """The leaderboard as the text of each format in :data:`FORMATS`; the Markdown links ``plots`` (kind: file name)."""
     table = accuracy_table(cells)
     ranks = ranking(cells, metadata)
     table = table.merge(ranks[["model", "defense", "rank", "flags"]], on=["model", "defense"])
@@ -146,7 +150,7 @@ def render(cells: pd.DataFrame, metadata: dict[str, Any], name: str) -> dict[str
         "cells": _records(with_intervals(cells)),
     }
     return {
-        "md": _markdown(name, ranks, table, cells, metadata, findings),
+        "md": _markdown(name, ranks, table, cells, metadata, findings, plots or {}),
         "csv": table.to_csv(index=False, float_format="%.2f"),
         "json": json.dumps(sidecar, indent=2, default=str) + "\n",
     }
@@ -172,6 +176,7 @@ def _markdown(
     cells: pd.DataFrame,
     metadata: dict[str, Any],
     findings: dict[tuple[str, str], list[sanity.Finding]],
+    plots: dict[str, str],
 ) -> str:
     data = metadata["dataset"]
     lines = [
@@ -191,6 +196,8 @@ def _markdown(
         "",
         _unranked_as_naive(ranks).to_markdown(index=False, floatfmt=".2f", missingval="failed"),
         "",
+        *([f"![Robust accuracy vs eps per attack, one panel per model and defense]({plots['accuracy']})", ""]
+          if "accuracy" in plots else []),
         *_evaluations_section(cells, metadata),
         *_sanity_section(findings),
         "## Robust accuracy (%) per attack and eps",
@@ -287,12 +294,5 @@ def _sanity_section(findings: dict[tuple[str, str], list[sanity.Finding]]) -> li
 
 
 def _write_text(path: Path, text: str) -> None:
-    """Atomic write: readers see the old file or the new one, never half of one."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_target(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")

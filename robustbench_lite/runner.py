@@ -20,7 +20,7 @@ import platform
 import re
 import time
 import warnings
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -236,6 +236,7 @@ def run(
     db: str | Path | None = None,
     shard: str | None = None,
     deterministic: bool = False,
+    executor: str = "local",
     registry: Registry | None = None,
 ) -> pd.DataFrame:
     """Run the attack x defense x eps matrix and return one row per cell (see :class:`Cell`).
@@ -257,6 +258,8 @@ def run(
     ``use_cache`` is false. ``shard`` ``"i/n"`` runs only the i-th of n interleaved parts of the
     (model, defense) pairs, for job arrays whose stores ``rbl leaderboard --db ... --db ...`` merges.
     ``deterministic`` makes CUDA runs repeatable (see :func:`deterministic_mode`); CPU runs always are.
+    ``executor`` ``"ray"`` runs each trained model's job (training, then its cells) as a Ray task
+    (see :func:`_ray_jobs`); ``"local"`` runs them one after another in this process.
     """
     started = time.perf_counter()
     registry = registry or default_registry()
@@ -280,6 +283,8 @@ def run(
     if out_dir is not None:
         leaderboard.ensure_writable(out_dir)
     shard_index, shard_count = parse_shard(shard)
+    if executor not in _EXECUTORS:
+        raise UsageError(f"unknown executor {executor!r}; valid choices: {', '.join(_EXECUTORS)}")
 
     data = loader.load(Path(data_dir))
     _check_validation_split(data, config)
@@ -290,8 +295,6 @@ def run(
     if n_examples is not None and n_examples > n_test:
         warnings.warn(f"--n-examples {n_examples} exceeds the {n_test} test points; using all {n_test}", stacklevel=2)
     n_eval = min(n_examples or n_test, n_test)
-    x_eval = data.x_test[:n_eval].to(torch_device)
-    y_eval = data.y_test[:n_eval].to(torch_device)
     for builder in builders:  # refuse shape mismatches before anything is trained
         _check_output_size(build_model(builder, data, seed), builder, data)
     for recipe in recipes:
@@ -310,6 +313,7 @@ def run(
     cells: list[Cell] = []
     trainings: dict[str, Any] = {}
     metadata_["training"] = trainings
+    metadata_["executor"] = executor
     evaluations: dict[str, Any] = {}
     metadata_["evaluations"] = evaluations
     metadata_["eot"] = eot
@@ -320,53 +324,30 @@ def run(
                                        ("attacks", threats)) for plugin in plugins}
     metadata_["deterministic"] = deterministic
     run_id = store.start_run(benchmark, metadata_) if store is not None else None
-    with _progress(progress) as bars, deterministic_mode(deterministic):
-        # Deterministic kernels change CUDA numbers, so such results are kept apart; on CPU they are the same.
-        device_label = torch_device.type + ("-deterministic" if deterministic and torch_device.type == "cuda" else "")
-        settings = _EvaluationSettings(
-            grid, x_eval, y_eval, target_index, config, eot, bars, store, use_cache, providers, device_label
-        )
-        for builder_index, builder in enumerate(builders):
-            # (model, defense) pairs are dealt to shards in turn, so every shard gets a share of each model.
-            selected = [recipe for recipe_index, recipe in enumerate(recipes)
-                        if (builder_index * len(recipes) + recipe_index) % shard_count == shard_index - 1]
-            # Models still needed by a later defense of this builder (inference-time defenses share
-            # their training recipe's model), so that each is trained or loaded once per run.
-            pending = Counter(trainers[recipe.label].label for recipe in selected)
-            trained: dict[str, tuple[nn.Module, TrainingRecord]] = {}
-            for recipe in selected:
-                group = f"{builder.label}/{recipe.label}"
-                trainer = trainers[recipe.label]
-                pending[trainer.label] -= 1
-                try:
-                    if trainer.label not in trained:
-                        trained[trainer.label] = _train_with_progress(
-                            builder, trainer, data, config, torch_device, cache, bars
-                        )
-                    model, record = trained[trainer.label] if pending[trainer.label] else trained.pop(trainer.label)
-                except Exception as error:  # a failing defense or model fails only its own cells
-                    message = f"training failed: {type(error).__name__}: {error}"
-                    bars.console.print(f"[red]{group}: {message}[/red]")
-                    cells += _failed_group(builder.label, recipe.label, [a.label for a in threats], grid, n_eval, message)
-                    trainings[group] = {"status": "failed", "error": message}
-                else:
-                    trainings[group] = {
-                        "status": "ok", "seconds": round(record.seconds, 3), "from_cache": record.from_cache,
-                        "epoch_losses": record.epoch_losses,
-                        **({"epoch_lrs": record.epoch_lrs} if config.lr_schedule != "none" else {}),
-                        **({"val_robust_accuracy": record.val_robust_accuracy, "best_epoch": record.best_epoch}
-                           if config.early_stop is not None else {}),
-                        **({"trained_as": trainer.label} if trainer is not recipe else {}),
-                    }
-                    cells += _evaluate_defense(model, record.key, builder, recipe, threats, settings, evaluations)
-                # Keep what is finished even if a later group crashes.
-                if store is not None:
-                    store.update_run(run_id, metadata_, _records(cells), finished=False)
-                if out_dir is not None:
-                    leaderboard.write(_frame(cells), metadata_, out_dir, benchmark)
+    # Deterministic kernels change CUDA numbers, so such results are kept apart; on CPU they are the same.
+    device_label = torch_device.type + ("-deterministic" if deterministic and torch_device.type == "cuda" else "")
+    context = _JobContext(
+        data, config, torch_device, cache, grid, data.x_test[:n_eval], data.y_test[:n_eval], target_index, eot,
+        threats, store_path, use_cache, providers, device_label, deterministic,
+    )
+    # Jobs are dealt to shards in turn, so that every shard gets a share of each model.
+    jobs = _jobs(builders, recipes, trainers)[shard_index - 1 :: shard_count]
+    finished: dict[int, _JobResult] = {}
+    with _progress(progress) as bars:
+        for index, result in _EXECUTORS[executor](jobs, context, bars):
+            finished[index] = result
+            cells = [cell for _, done in sorted(finished.items()) for cell in done.cells]
+            trainings.update(result.trainings)
+            evaluations.update(result.evaluations)
+            # Keep what is finished even if a later job crashes.
+            if store is not None:
+                store.update_run(run_id, metadata_, _records(cells), finished=False)
+            if out_dir is not None:
+                leaderboard.write(_frame(cells), metadata_, out_dir, benchmark)
     frame = _frame(cells)
     metadata_["timings"] = {"total_seconds": round(time.perf_counter() - started, 3)}
-    metadata_["work"] = {"cells_computed": settings.computed, "cells_reused": settings.reused}
+    metadata_["work"] = {"cells_computed": sum(done.computed for done in finished.values()),
+                         "cells_reused": sum(done.reused for done in finished.values())}
     if store is not None:
         metadata_["store"] = {"path": str(store.path), "run": run_id}
         store.update_run(run_id, metadata_, _records(cells), finished=True)
@@ -374,6 +355,133 @@ def run(
     if out_dir is not None:
         frame.attrs["files"] = leaderboard.write(frame, metadata_, out_dir, benchmark)
     return frame
+
+
+@dataclass
+class _Job:
+    """One model to train or load, and the defenses evaluated on it: its training recipe and the
+    inference-time defenses built on that recipe, which share the trained weights."""
+
+    builder: ModelBuilder
+    trainer: Defense
+    recipes: list[Defense]
+
+
+@dataclass
+class _JobContext:
+    """What every job of a run needs; picklable, so that Ray workers receive it whole."""
+
+    data: Dataset
+    config: TrainingConfig
+    device: torch.device
+    cache: Path | None
+    grid: list[float]
+    x: torch.Tensor  # the evaluated test points, on the CPU
+    y: torch.Tensor
+    target: int | None
+    eot: int
+    threats: list[Attack]
+    store_path: Path | None
+    reuse: bool
+    providers: dict[str, str]
+    device_label: str
+    deterministic: bool
+
+
+@dataclass
+class _JobResult:
+    cells: list[Cell]
+    trainings: dict[str, Any]
+    evaluations: dict[str, Any]
+    computed: int
+    reused: int
+
+
+def _jobs(builders: list[ModelBuilder], recipes: list[Defense], trainers: dict[str, Defense]) -> list[_Job]:
+    """One job per (model, training recipe), in the order the user listed them."""
+    jobs: dict[tuple[int, str], _Job] = {}
+    for builder_index, builder in enumerate(builders):
+        for recipe in recipes:
+            trainer = trainers[recipe.label]
+            jobs.setdefault((builder_index, trainer.label), _Job(builder, trainer, [])).recipes.append(recipe)
+    return list(jobs.values())
+
+
+def _run_job(job: _Job, context: _JobContext, bars: Progress) -> _JobResult:
+    """Train or load the job's model, then evaluate every defense on it. A failure fails only its own cells."""
+    store = ResultsStore(context.store_path) if context.store_path is not None else None
+    settings = _EvaluationSettings(
+        context.grid, context.x.to(context.device), context.y.to(context.device), context.target, context.config,
+        context.eot, bars, store, context.reuse, context.providers, context.device_label,
+    )
+    labels = [attack.label for attack in context.threats]
+    cells: list[Cell] = []
+    trainings: dict[str, Any] = {}
+    evaluations: dict[str, Any] = {}
+    with deterministic_mode(context.deterministic):
+        try:
+            model, record = _train_with_progress(
+                job.builder, job.trainer, context.data, context.config, context.device, context.cache, bars
+            )
+        except Exception as error:  # a failing defense or model fails only its own cells
+            message = f"training failed: {type(error).__name__}: {error}"
+            for recipe in job.recipes:
+                bars.console.print(f"[red]{job.builder.label}/{recipe.label}: {message}[/red]")
+                cells += _failed_group(job.builder.label, recipe.label, labels, context.grid, len(context.x), message)
+                trainings[f"{job.builder.label}/{recipe.label}"] = {"status": "failed", "error": message}
+            return _JobResult(cells, trainings, evaluations, settings.computed, settings.reused)
+        config = context.config
+        for recipe in job.recipes:
+            trainings[f"{job.builder.label}/{recipe.label}"] = {
+                "status": "ok", "seconds": round(record.seconds, 3), "from_cache": record.from_cache,
+                "epoch_losses": record.epoch_losses,
+                **({"epoch_lrs": record.epoch_lrs} if config.lr_schedule != "none" else {}),
+                **({"val_robust_accuracy": record.val_robust_accuracy, "best_epoch": record.best_epoch}
+                   if config.early_stop is not None else {}),
+                **({"trained_as": job.trainer.label} if job.trainer is not recipe else {}),
+            }
+            cells += _evaluate_defense(model, record.key, job.builder, recipe, context.threats, settings, evaluations)
+    return _JobResult(cells, trainings, evaluations, settings.computed, settings.reused)
+
+
+def _local_jobs(jobs: list[_Job], context: _JobContext, bars: Progress) -> Iterator[tuple[int, _JobResult]]:
+    for index, job in enumerate(jobs):
+        yield index, _run_job(job, context, bars)
+
+
+def _job_in_ray_worker(job: _Job, context: _JobContext) -> _JobResult:
+    return _run_job(job, context, _progress(False))
+
+
+def _ray_jobs(jobs: list[_Job], context: _JobContext, bars: Progress) -> Iterator[tuple[int, _JobResult]]:
+    """Each job as a Ray task (one GPU each on CUDA), results yielded as they finish.
+
+    Connects to the cluster that ``RAY_ADDRESS`` (or ``ray start``) names, else starts a local one.
+    Workers write their cells to the same results store, so an interrupted run resumes as usual.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise UsageError("--executor ray needs Ray: pip install 'robustbench-lite[ray]'") from None
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, logging_level="warning", log_to_driver=False)
+    task = ray.remote(num_cpus=1, num_gpus=1 if context.device.type == "cuda" else 0)(_job_in_ray_worker)
+    shared = ray.put(context)  # the dataset travels to the object store once, not once per job
+    progress = bars.add_task(f"{len(jobs)} jobs on Ray", total=len(jobs))
+    pending = {task.remote(job, shared): index for index, job in enumerate(jobs)}
+    try:
+        while pending:
+            [done], _ = ray.wait(list(pending), num_returns=1)
+            bars.advance(progress)
+            yield pending.pop(done), ray.get(done)
+    finally:
+        for ref in pending:  # interrupted: stop what is still running
+            ray.cancel(ref, force=True)
+        bars.remove_task(progress)
+
+
+_EXECUTORS = {"local": _local_jobs, "ray": _ray_jobs}
+EXECUTORS = tuple(_EXECUTORS)
 
 
 @contextmanager

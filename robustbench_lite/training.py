@@ -11,7 +11,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .atomic import atomic_target
 from .errors import RblError
 from .interfaces import Dataset, Defense, ModelBuilder, TrainingContext
 
@@ -288,13 +288,7 @@ def _save_atomically(model: nn.Module, record: TrainingRecord, path: Path) -> No
         "seconds": record.seconds,
         **_history(record),
     }
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(payload, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_target(path) as temporary, open(temporary, "wb") as file:
+        torch.save(payload, file)
+        file.flush()
+        os.fsync(file.fileno())  # on disk before the rename makes it the checkpoint

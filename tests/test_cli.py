@@ -35,7 +35,7 @@ def test_run_writes_the_leaderboard_and_prints_the_ranking(tmp_path, capsys):
     assert status == 0
     assert "R&G worst-case" in out
     assert sorted(path.name for path in (tmp_path / "lb").iterdir()) == [
-        "results.db", "tiny.csv", "tiny.json", "tiny.md"]
+        "results.db", "tiny-accuracy.png", "tiny.csv", "tiny.json", "tiny.md"]
 
 
 def test_failed_cells_give_exit_status_1_after_the_whole_matrix(tmp_path, capsys, install_plugin):

@@ -1,0 +1,332 @@
+"""Plots as PNG or SVG (the file's suffix chooses): robust accuracy against eps per attack and defense,
+adversarial examples beside their perturbations, and confusion matrices clean vs attacked.
+
+The per-layer bar chart of the layer sustainability analysis is not here: ``rbl lsa`` (plugin
+rbl-lsa) writes it.
+
+matplotlib is imported inside the functions, because importing it costs every ``rbl`` start a
+second. Figures are bare ``matplotlib.figure.Figure`` objects drawn with the Agg canvas, so
+pyplot's global state (backend, current figure) is never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+# The module, not its names: leaderboard.write calls leaderboard_plots, and the import cycle must resolve.
+from . import leaderboard
+from .atomic import atomic_target
+from .attack_utils import check_bounds, frozen
+from .errors import UsageError
+from .evaluation import adversarial_predictions, predict
+from .interfaces import Attack
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+FORMATS = (".png", ".svg")
+DPI = 120
+MAX_COLUMNS = 3  # accuracy subplots side by side; more (model, defense) rows wrap onto further lines
+CELL_COLUMNS = ("model", "defense", "attack", "eps", "accuracy")
+WRONG_COLOR = "tab:red"
+ANNOTATE_UP_TO = 12  # classes: in larger confusion matrices the counts no longer fit their squares
+LABEL_TICKS_UP_TO = 20  # classes: beyond, the class names on the axes would overlap
+
+
+def check_output(path: Path) -> None:
+    """Raise UsageError unless ``path`` ends in .png or .svg and its folder is writable (created if missing)."""
+    if path.suffix.lower() not in FORMATS:
+        raise UsageError(f"plot file {str(path)!r} must end in .png or .svg (the suffix chooses the format)")
+    leaderboard.ensure_writable(path.parent)
+
+
+def read_cells(path: Path) -> pd.DataFrame:
+    """The ``cells`` of a leaderboard's JSON sidecar (``rbl run`` writes ``<out>/<name>.json``), one row per cell."""
+    try:
+        sidecar = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"leaderboard file {str(path)!r} does not exist; `rbl run` writes <out>/<name>.json") from None
+    except json.JSONDecodeError as error:
+        raise UsageError(f"leaderboard file {str(path)!r} is not valid JSON: {error}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"cannot read leaderboard file {str(path)!r}: {error}") from None
+    cells = sidecar.get("cells") if isinstance(sidecar, dict) else None
+    if not isinstance(cells, list) or not cells:
+        raise UsageError(
+            f"{str(path)!r} holds no list of cells; give the JSON sidecar that `rbl run` writes beside its leaderboard"
+        )
+    return pd.DataFrame(cells)
+
+
+def accuracy_vs_eps(cells: pd.DataFrame, path: Path, title: str | None = None) -> Path:
+    """Plot robust accuracy (%) against eps: one subplot per (model, defense), one line per attack.
+
+    ``cells`` is what :func:`robustbench_lite.run` returns (or the ``cells`` of a leaderboard's JSON
+    sidecar, see :func:`read_cells`). The per-sample worst case is the thick dashed black line; failed
+    cells (accuracy NaN) are gaps in their line; naive evaluations are marked in their subplot's
+    title. Subplots share the 0-100 % y axis and wrap onto several lines beyond three. Returns ``path``.
+    """
+    check_output(path)
+    return _save(_accuracy_figure(cells, title), path)
+
+
+def adversarial_examples(
+    model: nn.Module,
+    attack: Attack,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps_grid: Sequence[float],
+    classes: Sequence[str],
+    path: Path,
+) -> Path:
+    """Plot a grid: one row per image, the clean image, then per eps the adversarial image and its perturbation.
+
+    ``x`` holds images (N x C x H x W, C 1 or 3) in [0, 1] on the model's device, ``y`` their labels;
+    each image's title is the predicted class, red where it is wrong. Every point is attacked (the
+    leaderboard attacks only clean-correct ones). eps = 0 in ``eps_grid`` is skipped: the clean
+    column shows it. The caller seeds randomised attacks (``torch.manual_seed``). Returns ``path``.
+    """
+    check_output(path)
+    return _save(_examples_figure(model, attack, x, y, eps_grid, classes), path)
+
+
+def confusion_matrices(
+    model: nn.Module,
+    attack: Attack,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    classes: Sequence[str],
+    path: Path,
+    batch_size: int = 128,
+) -> Path:
+    """Plot two confusion matrices side by side, clean and attacked at ``eps`` (rows: true class, columns: predicted).
+
+    As in the leaderboard, only the clean-correct points are attacked, so the attacked matrix's
+    diagonal is the number of robust points. Counts are written into the squares for up to
+    twelve classes. Returns ``path``.
+    """
+    check_output(path)
+    return _save(_confusion_figure(model, attack, x, y, eps, classes, batch_size), path)
+
+
+def leaderboard_plots(cells: pd.DataFrame, out_dir: Path, name: str) -> dict[str, Path]:
+    """The plots a leaderboard links: ``<name>-accuracy.png`` in ``out_dir``; returns ``{"accuracy": path}``."""
+    path = out_dir / f"{name}-accuracy.png"
+    return {"accuracy": accuracy_vs_eps(cells, path, title=f"{name}: robust accuracy vs ε")}
+
+
+def _accuracy_figure(cells: pd.DataFrame, title: str | None) -> Figure:
+    from matplotlib.figure import Figure
+
+    missing = [column for column in CELL_COLUMNS if column not in cells.columns]
+    if missing:
+        raise UsageError(f"the cells lack the column(s) {', '.join(missing)}; expected those of robustbench_lite.run()")
+    if not len(cells):
+        raise UsageError("no cells to plot")
+    # JSON sidecars write a failed cell's accuracy as null: a column that is all null is not numeric by itself.
+    cells = cells.assign(accuracy=pd.to_numeric(cells["accuracy"], errors="coerce"), eps=pd.to_numeric(cells["eps"]))
+    grid = sorted(cells["eps"].unique())
+    rows = list(cells[["model", "defense"]].drop_duplicates().itertuples(index=False, name=None))
+    worst = leaderboard.WORST_CASE
+    attacks = [attack for attack in cells["attack"].unique() if attack != worst]
+    colors = {attack: f"C{index % 10}" for index, attack in enumerate(attacks)}
+
+    columns = min(len(rows), MAX_COLUMNS)
+    lines = math.ceil(len(rows) / columns)
+    # At least 6.4 inches wide: the legend and title must fit beside a single subplot.
+    figure = Figure(figsize=(max(4.2 * columns, 6.4), 3.3 * lines + 1.0), layout="constrained")
+    grid_axes = figure.subplots(lines, columns, sharex=True, sharey=True, squeeze=False)
+    legend: dict[str, object] = {}
+    for axes, (model, defense) in zip(grid_axes.flat, rows):
+        row = cells[(cells["model"] == model) & (cells["defense"] == defense)]
+        for attack in [a for a in attacks if a in set(row["attack"])] + [worst]:
+            points = row[row["attack"] == attack]
+            if not len(points):
+                continue
+            accuracy = points.set_index("eps")["accuracy"].reindex(grid)  # eps missing from this row: a gap too
+            if attack == worst:
+                style = {"color": "black", "linestyle": "--", "linewidth": 2.6, "zorder": 3}
+            else:
+                style = {"color": colors[attack], "linewidth": 1.5}
+            (line,) = axes.plot(grid, accuracy.to_numpy(), marker="o", markersize=4, label=attack, **style)
+            legend.setdefault(attack, line)
+        failed = int(row["accuracy"].isna().sum())
+        naive = "evaluation" in row and bool((row["evaluation"] == "naive").any())
+        heading = f"{model} / {defense}"
+        if naive:
+            heading += "\nnaive evaluation (overestimates robustness)"
+        if failed:
+            heading += f"\n{failed} failed cell{'s' if failed > 1 else ''} (gaps)"
+        axes.set_title(heading, fontsize=10, color=WRONG_COLOR if naive else "black")
+        axes.grid(alpha=0.3)
+    for axes in grid_axes[:, 0]:
+        axes.set_ylabel("robust accuracy (%)")
+    grid_axes[0, 0].set_ylim(-3, 103)  # shared: a line at 0 or 100 % stays visible
+    grid_axes[0, 0].set_yticks(range(0, 101, 20))
+    if len(grid) <= 8:
+        grid_axes[0, 0].set_xticks(grid, [f"{eps:g}" for eps in grid])
+    for index, axes in enumerate(grid_axes.flat):
+        if index >= len(rows):
+            figure.delaxes(axes)
+            # The subplot above the empty slot is now the lowest of its column: it needs the eps axis.
+            above = grid_axes.flat[index - columns]
+            above.xaxis.set_tick_params(labelbottom=True)
+            above.set_xlabel("ε")
+    for axes in grid_axes[-1, : len(rows) - (lines - 1) * columns]:
+        axes.set_xlabel("ε")
+    labels = [f"{worst} (per sample, over all attacks)" if label == worst else label for label in legend]
+    columns_of_legend = min(len(labels), 4 if columns > 1 else 2)
+    figure.legend(list(legend.values()), labels, loc="outside lower center", ncols=columns_of_legend)
+    figure.suptitle(title or "Robust accuracy vs ε", fontsize=13)
+    return figure
+
+
+def _check_images(x: torch.Tensor) -> None:
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise UsageError(
+            f"adversarial examples need images of 1 or 3 channels (N x C x H x W); got inputs of shape {tuple(x.shape)}"
+        )
+
+
+def _image(pixels: torch.Tensor) -> np.ndarray:
+    """A C x H x W tensor as what ``imshow`` takes: H x W (one channel, drawn in grey) or H x W x 3."""
+    pixels = pixels.detach().float().cpu().clamp(0.0, 1.0)
+    return pixels[0].numpy() if pixels.shape[0] == 1 else pixels.permute(1, 2, 0).numpy()
+
+
+def _show(axes, pixels: torch.Tensor) -> None:
+    axes.imshow(_image(pixels), cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    axes.set_xticks([])
+    axes.set_yticks([])
+
+
+def _examples_figure(
+    model: nn.Module,
+    attack: Attack,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps_grid: Sequence[float],
+    classes: Sequence[str],
+) -> Figure:
+    from matplotlib.figure import Figure
+
+    _check_images(x)
+    budgets = [float(eps) for eps in eps_grid if eps > 0]
+    if not budgets:
+        raise UsageError("adversarial examples need an eps > 0; the clean column already shows eps = 0")
+    with frozen(model):
+        with torch.no_grad():
+            clean = model(x).argmax(dim=1)
+        attacked = []
+        for eps in budgets:
+            x_adv = attack.perturb(model, x, y, eps).detach()
+            check_bounds(x_adv, x, eps, attack.norm)  # never picture an example the leaderboard would reject
+            with torch.no_grad():
+                attacked.append((eps, x_adv, model(x_adv).argmax(dim=1)))
+
+    headers = ["clean"] + [header for eps in budgets for header in (f"ε = {eps:g}", "perturbation")]
+    # At least 7 inches wide: the explanation in the title must fit above a single eps.
+    figure = Figure(figsize=(max(1.65 * len(headers), 7.0), 1.8 * len(x) + 1.6), layout="constrained")
+    grid_axes = figure.subplots(len(x), len(headers), squeeze=False)
+    for index, row in enumerate(grid_axes):
+        truth = int(y[index])
+        images = [(x[index], int(clean[index]))]
+        images += [(x_adv[index], int(predicted[index])) for _, x_adv, predicted in attacked]
+        # Columns: clean, then per eps the adversarial image and its perturbation.
+        for axes, (pixels, predicted) in zip([row[0], *row[1::2]], images):
+            _show(axes, pixels)
+            color = "black" if predicted == truth else WRONG_COLOR
+            axes.set_title(f"pred {classes[predicted]}", fontsize=10, color=color)
+        row[0].set_ylabel(f"true {classes[truth]}", fontsize=10)
+        for axes, (_, x_adv, _) in zip(row[2::2], attacked):
+            delta = x_adv[index] - x[index]
+            largest = float(delta.abs().max())
+            # Stretched so that the largest change reaches black or white: at their true scale most are invisible.
+            gain = 0.5 / largest if largest > 0 else 0.0
+            _show(axes, 0.5 + gain * delta)
+            axes.set_title(f"δ ×{gain:.3g}" if largest > 0 else "δ = 0", fontsize=10)
+    for axes, header in zip(grid_axes[0], headers):
+        # Above the title rather than in it: the title turns red with a wrong prediction, the header must not.
+        axes.annotate(header, xy=(0.5, 1.0), xycoords="axes fraction", xytext=(0, 20), textcoords="offset points",
+                      ha="center", va="bottom", fontsize=10, fontweight="bold")
+    figure.suptitle(
+        f"{attack.label}: adversarial examples (titles: predicted class, red when wrong)\n"
+        "perturbation δ = x_adv − x drawn as 0.5 + k·δ with k per panel (δ ×k):\n"
+        "mid-grey = unchanged, black or white = the largest change",
+        fontsize=11,
+    )
+    return figure
+
+
+def _confusion(y: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> np.ndarray:
+    """Counts: rows the true class, columns the predicted one."""
+    pairs = (y * num_classes + predicted).cpu()
+    return torch.bincount(pairs, minlength=num_classes * num_classes).reshape(num_classes, num_classes).numpy()
+
+
+def _confusion_figure(
+    model: nn.Module,
+    attack: Attack,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    classes: Sequence[str],
+    batch_size: int,
+) -> Figure:
+    from matplotlib.figure import Figure
+
+    if not 0.0 < eps <= 1.0:  # NaN fails too
+        raise UsageError(f"eps must lie in (0, 1] (inputs are images in [0, 1]), got {eps}")
+    with frozen(model):
+        clean = predict(model, x, batch_size)
+        attacked = adversarial_predictions(model, attack, x, y, eps, clean, batch_size)
+    n, num_classes = len(y), len(classes)
+    panels = [
+        (_confusion(y, clean, num_classes), "clean: accuracy"),
+        (_confusion(y, attacked, num_classes), f"{attack.label}, ε = {eps:g}: robust accuracy"),
+    ]
+    largest = max(int(matrix.max()) for matrix, _ in panels) or 1
+    side = max(4.0, 0.42 * num_classes + 1.6)
+    figure = Figure(figsize=(2 * side + 1.4, side + 0.8), layout="constrained")
+    both = figure.subplots(1, 2)
+    for axes, (matrix, heading) in zip(both, panels):
+        image = axes.imshow(matrix, cmap="Blues", vmin=0, vmax=largest)
+        correct = int(np.trace(matrix))
+        axes.set_title(f"{heading} {100.0 * correct / n:.1f} % ({correct}/{n})", fontsize=11)
+        axes.set_xlabel("predicted class")
+        axes.set_ylabel("true class")
+        if num_classes <= LABEL_TICKS_UP_TO:
+            names = [str(name) for name in classes]
+            slanted = num_classes * max(map(len, names)) > 30  # upright, they would run into each other
+            axes.set_xticks(range(num_classes), names, rotation=45 if slanted else 0,
+                            ha="right" if slanted else "center")
+            axes.set_yticks(range(num_classes), names)
+        if num_classes <= ANNOTATE_UP_TO:
+            for (true, predicted), count in np.ndenumerate(matrix):
+                if count:  # zeros left blank: the few non-zero squares stand out
+                    axes.text(predicted, true, str(count), ha="center", va="center", fontsize=9,
+                              color="white" if count > largest / 2 else "black")
+    figure.colorbar(image, ax=list(both), label="test points", shrink=0.8)
+    figure.suptitle(
+        f"Confusion matrices on {n} test points (rows: true class, columns: predicted)\n"
+        "only clean-correct points are attacked, as in the leaderboard",
+        fontsize=11,
+    )
+    return figure
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    """Write the figure atomically: the leaderboard rewrites its plot after every job."""
+    with atomic_target(path) as temporary:
+        figure.savefig(temporary, format=path.suffix[1:].lower(), dpi=DPI)
+    return path
