@@ -60,6 +60,9 @@ def cli() -> None:
 @click.option("--no-cache", is_flag=True,
               help="Always train and attack: neither read nor write cached weights, nor reuse stored results.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("leaderboards"), show_default=True)
+@click.option("--optimizer", default=None, metavar="SPEC",
+              help="Train every model with this optimizer instead of its own: sgd[lr=,momentum=,weight_decay=,nesterov=], "
+                   "adam[lr=,weight_decay=] or adamw[lr=,weight_decay=]. [default: each model's]")
 @click.option("--db", type=click.Path(path_type=Path), default=None,
               help="Results store (SQLite): finished cells are reused from it, so a crashed run resumes. [default: OUT/results.db]")
 @click.option("--shard", default=None, metavar="I/N",

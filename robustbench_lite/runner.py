@@ -40,6 +40,7 @@ from .errors import UsageError
 from .evaluation import adversarial_predictions, defended, predict
 from .leaderboard import WORST_CASE
 from .interfaces import Attack, Dataset, DatasetLoader, Defense, ModelBuilder, Normalize
+from .optimizers import canonical_optimizer
 from .options import PluginSpec, split_spec_list
 from .registry import Registry, default_registry
 from .store import ResultsStore
@@ -233,6 +234,7 @@ def run(
     eot: int = DEFAULT_EOT,
     lr_schedule: str = "none",
     early_stop: int | None = None,
+    optimizer: str | None = None,
     db: str | Path | None = None,
     shard: str | None = None,
     deterministic: bool = False,
@@ -249,7 +251,9 @@ def run(
     and, against randomness, ``eot`` gradient samples per step; ``evaluation`` says which row is which.
     ``lr_schedule`` (``none``, ``cosine`` or ``step``) anneals the learning rate per epoch;
     ``early_stop`` K keeps the epoch with the best PGD-10 robust accuracy on the last 10% of the
-    training set (then held out) and stops after K epochs without improvement.
+    training set (then held out) and stops after K epochs without improvement. ``optimizer``
+    (e.g. ``"sgd[lr=0.01,momentum=0.9]"``, see :mod:`robustbench_lite.optimizers`) replaces every
+    model's own optimizer.
     ``df.attrs["metadata"]`` holds the run's metadata.
     With ``out`` set, the leaderboard is written to ``<out>/<name>.{csv,md,json}``.
 
@@ -277,7 +281,7 @@ def run(
     grid = parse_eps(eps, loader.default_eps)
     if n_examples is not None and n_examples <= 0:
         raise UsageError(f"--n-examples must be a positive number of test points, got {n_examples}")
-    config = training_config(loader, epochs, batch_size, train_eps, seed, lr_schedule, early_stop)
+    config = training_config(loader, epochs, batch_size, train_eps, seed, lr_schedule, early_stop, optimizer)
     torch_device = resolve_device(device)
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
@@ -536,6 +540,7 @@ def training_config(
     seed: int,
     lr_schedule: str = "none",
     early_stop: int | None = None,
+    optimizer: str | None = None,
 ) -> TrainingConfig:
     """Validated training settings, with the dataset's defaults where none are given."""
     for flag, value in (("--epochs", epochs), ("--batch-size", batch_size)):
@@ -554,6 +559,7 @@ def training_config(
         seed=seed,
         lr_schedule=lr_schedule,
         early_stop=early_stop,
+        optimizer=None if optimizer is None else canonical_optimizer(optimizer),
     )
 
 
@@ -611,20 +617,21 @@ def trained_model(
     progress: bool = False,
     lr_schedule: str = "none",
     early_stop: int | None = None,
+    optimizer: str | None = None,
     registry: Registry | None = None,
 ) -> tuple[nn.Module, Dataset]:
     """The model ``rbl run`` would evaluate for these settings (same cache), in eval mode, and its dataset.
 
     For an inference-time defense that is the trained model behind the defense's preprocessing,
     as the naive evaluation attacks it (zero input gradient through non-differentiable preprocessing).
-    ``lr_schedule`` and ``early_stop`` as in :func:`run`.
+    ``lr_schedule``, ``early_stop`` and ``optimizer`` as in :func:`run`.
     """
     registry = registry or default_registry()
     loader: DatasetLoader = registry.create("datasets", dataset)
     builder: ModelBuilder = registry.create("models", model)
     recipe: Defense = registry.create("defenses", defense)
     trainer = training_recipe(recipe, registry)
-    config = training_config(loader, epochs, batch_size, train_eps, seed, lr_schedule, early_stop)
+    config = training_config(loader, epochs, batch_size, train_eps, seed, lr_schedule, early_stop, optimizer)
     torch_device = resolve_device(device)
     data = loader.load(Path(data_dir))
     _check_validation_split(data, config)
@@ -983,6 +990,7 @@ def _metadata(
             # the newer options only where set, so default sidecars are unchanged
             **({"lr_schedule": config.lr_schedule} if config.lr_schedule != "none" else {}),
             **({"early_stop": config.early_stop} if config.early_stop is not None else {}),
+            **({"optimizer": config.optimizer} if config.optimizer is not None else {}),
         },
         "protocol": "robust = correct on the clean input and on the attacked input; eps = 0 is clean accuracy; "
         "worst-case = per-sample minimum over the attacks; R&G = sum over the eps grid of the accuracies in %",

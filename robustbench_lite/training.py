@@ -24,6 +24,7 @@ from torch import nn
 from .atomic import atomic_target
 from .errors import RblError
 from .interfaces import Dataset, Defense, ModelBuilder, TrainingContext
+from .optimizers import build_optimizer
 
 ProgressCallback = Callable[[int], None]
 
@@ -46,6 +47,7 @@ class TrainingConfig:
     seed: int
     lr_schedule: str = "none"  # one of LR_SCHEDULES, stepped once per epoch
     early_stop: int | None = None  # patience in epochs; None: no validation split, train every epoch
+    optimizer: str | None = None  # a canonical optimizer spec imposed on every model; None: each model's own
 
 
 @dataclass
@@ -75,6 +77,8 @@ def cache_key(builder: ModelBuilder, defense: Defense, data: Dataset, config: Tr
         del settings["lr_schedule"]
     if settings["early_stop"] is None:
         del settings["early_stop"]
+    if settings["optimizer"] is None:
+        del settings["optimizer"]
     return {
         "model": builder.name,
         "model_options": builder.settings,
@@ -151,7 +155,8 @@ def train(
     validation robust accuracy are kept, and training stops after ``early_stop`` epochs without
     improvement (robust overfitting, Rice et al. 2020).
     """
-    optimizer = builder.optimizer(model.parameters())
+    optimizer = (build_optimizer(config.optimizer, model.parameters()) if config.optimizer is not None
+                 else builder.optimizer(model.parameters()))
     scheduler = make_scheduler(optimizer, config)
     shuffle = torch.Generator().manual_seed(config.seed)
     n = len(data.x_train)

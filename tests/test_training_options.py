@@ -1,4 +1,5 @@
-"""Training options shared by every defense: the lr schedule and early stopping on validation robust accuracy."""
+"""Training options shared by every defense: the lr schedule, early stopping on validation robust accuracy,
+and an optimizer imposed on every model."""
 
 import json
 import math
@@ -10,6 +11,7 @@ import torch
 import robustbench_lite as rbl
 from robustbench_lite import training
 from robustbench_lite.cli import main
+from robustbench_lite.optimizers import build_optimizer, canonical_optimizer
 from robustbench_lite.registry import default_registry
 from robustbench_lite.runner import build_model
 from robustbench_lite.training import TrainingConfig, batches_per_run, cache_key, load_or_train
@@ -66,10 +68,11 @@ def test_the_cache_key_holds_the_new_options_only_when_set():
     builder, recipe, data = parts()
     base = TrainingConfig(epochs=3, batch_size=64, train_eps=0.1, seed=0)
     default_key = cache_key(builder, recipe, data, base)
-    assert "lr_schedule" not in default_key and "early_stop" not in default_key  # old cached weights still match
+    assert not {"lr_schedule", "early_stop", "optimizer"} & set(default_key)  # old cached weights still match
     keys = [json.dumps(cache_key(builder, recipe, data, config), sort_keys=True) for config in (
         base, TrainingConfig(3, 64, 0.1, 0, lr_schedule="cosine"), TrainingConfig(3, 64, 0.1, 0, lr_schedule="step"),
         TrainingConfig(3, 64, 0.1, 0, early_stop=2), TrainingConfig(3, 64, 0.1, 0, early_stop=3),
+        TrainingConfig(3, 64, 0.1, 0, optimizer="sgd[lr=0.1,momentum=0.9,weight_decay=0.0,nesterov=false]"),
     )]
     assert len(set(keys)) == len(keys)
 
@@ -124,7 +127,32 @@ def test_default_sidecar_has_no_new_training_fields(tmp_path):
     assert not {"epoch_lrs", "val_robust_accuracy", "best_epoch"} & set(metadata["training"]["mlp/none"])
 
 
+def test_an_imposed_optimizer_is_validated_written_canonically_and_used(tmp_path):
+    assert canonical_optimizer("sgd[lr=0.1]") == canonical_optimizer(" sgd[momentum=0.9, lr=1e-1] ") == \
+        "sgd[lr=0.1,momentum=0.9,weight_decay=0.0,nesterov=false]"
+    built = build_optimizer("adamw[lr=0.002]", [torch.nn.Parameter(torch.zeros(2))])
+    assert isinstance(built, torch.optim.AdamW)
+    assert built.param_groups[0]["lr"] == 0.002 and built.param_groups[0]["weight_decay"] == 0.01
+    settings = dict(models="mlp", defenses="none", attacks="fgsm", eps="0,0.1", dataset=MOONS, epochs=2,
+                    batch_size=64, device="cpu", cache_dir=tmp_path)
+    own = rbl.run(**settings)  # mlp's own: Adam(1e-3)
+    imposed = rbl.run(**settings, optimizer="sgd[lr=0.5]")
+    assert imposed.attrs["metadata"]["training_config"]["optimizer"] == canonical_optimizer("sgd[lr=0.5]")
+    losses = [frame.attrs["metadata"]["training"]["mlp/none"]["epoch_losses"] for frame in (own, imposed)]
+    assert losses[0] != losses[1]
+    # The same optimizer written differently reuses the weights trained above.
+    again = rbl.run(**settings, optimizer="sgd[momentum=0.9,lr=0.5]")
+    assert again.attrs["metadata"]["training"]["mlp/none"]["from_cache"]
+    # The training loop steps with the imposed optimizer, whose lr it records.
+    _, record, _ = train_once(TrainingConfig(1, 64, 0.1, 0, optimizer=canonical_optimizer("sgd[lr=0.5,momentum=0]")))
+    assert record.epoch_lrs == [0.5]
+
+
 BAD_OPTIONS = [
+    (["--optimizer", "rmsprop"], "unknown optimizer 'rmsprop'; valid choices: adam, adamw, sgd"),
+    (["--optimizer", "sgd[lr=fast]"], "option 'lr' of optimizer 'sgd' must be of type float, got 'fast'"),
+    (["--optimizer", "adam[momentum=0.9]"], "unknown option 'momentum' for optimizer 'adam'; valid options: lr, weight_decay"),
+    (["--optimizer", "sgd[nesterov=true,momentum=0]"], "nesterov=true needs momentum > 0"),
     (["--lr-schedule", "linear"], "'linear' is not one of 'none', 'cosine', 'step'"),
     (["--early-stop", "0"], "--early-stop must be a positive number of epochs, got 0"),
     (["--early-stop", "soon"], "'soon' is not a valid integer"),
