@@ -349,7 +349,13 @@ def run(
             if out_dir is not None:
                 leaderboard.write(_frame(cells), metadata_, out_dir, benchmark)
     frame = _frame(cells)
-    metadata_["timings"] = {"total_seconds": round(time.perf_counter() - started, 3)}
+    metadata_["timings"] = {
+        "total_seconds": round(time.perf_counter() - started, 3),  # this invocation, reused work excluded
+        # What the numbers cost when first computed, reused cells and cached weights included:
+        "cells_seconds": round(sum(cell.seconds for cell in cells), 3),
+        "training_seconds": round(sum(entry.get("seconds", 0.0) for entry in trainings.values()
+                                      if "trained_as" not in entry), 3),  # a shared model counts once
+    }
     metadata_["work"] = {"cells_computed": sum(done.computed for done in finished.values()),
                          "cells_reused": sum(done.reused for done in finished.values())}
     if store is not None:
@@ -943,6 +949,17 @@ def _records(cells: list[Cell]) -> list[dict[str, Any]]:
     return [vars(cell) for cell in cells]
 
 
+def _cpu_name() -> str:
+    """The CPU's model name where the OS tells it (Linux), else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _metadata(
     benchmark: str,
     command: str | None,
@@ -975,7 +992,8 @@ def _metadata(
         "attacks": {attack.label: {"family": attack.family, "norm": attack.norm} for attack in threats},
         "device": {
             "type": device.type,
-            "name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+            "name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+            "cpus": os.cpu_count(),
             "threads": torch.get_num_threads(),
             "platform": platform.platform(),
         },
