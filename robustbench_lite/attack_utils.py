@@ -21,6 +21,11 @@ class AttackBoundsError(RuntimeError):
     """An attack returned inputs outside its eps-ball or outside [0, 1]."""
 
 
+class NonFiniteGradientError(RuntimeError):
+    """The model's input gradient held NaN or inf: an attack following it would fail silently, and
+    the point would be scored robust, so the cell fails instead."""
+
+
 LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -34,6 +39,13 @@ def margin_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     is_label = F.one_hot(labels, logits.shape[1]).bool()
     best_other = logits.masked_fill(is_label, -torch.inf).amax(dim=1)
     return best_other - logits.gather(1, labels[:, None]).squeeze(1)
+
+
+def finite(gradient: torch.Tensor) -> torch.Tensor:
+    """``gradient`` itself, after checking it holds no NaN or inf (else NonFiniteGradientError)."""
+    if not torch.isfinite(gradient).all():
+        raise NonFiniteGradientError("the model's input gradient contains NaN or infinite values")
+    return gradient
 
 
 def loss_gradient(
@@ -56,7 +68,7 @@ def loss_gradient(
         x_var = x.detach().requires_grad_(True)
         losses = loss(model(x_var), y)
         (gradient,) = torch.autograd.grad(losses.sum(), x_var)
-        gradient_sum += gradient
+        gradient_sum += finite(gradient)
         loss_sum += losses.detach()
     if samples == 1:
         return gradient_sum, loss_sum
@@ -88,7 +100,7 @@ def logits_and_input_jacobian(model: nn.Module, x: torch.Tensor) -> tuple[torch.
     logits = model(x_var)
     num_classes = logits.shape[1]
     rows = [
-        torch.autograd.grad(logits[:, k].sum(), x_var, retain_graph=k < num_classes - 1)[0]
+        finite(torch.autograd.grad(logits[:, k].sum(), x_var, retain_graph=k < num_classes - 1)[0])
         for k in range(num_classes)
     ]
     return logits.detach(), torch.stack(rows, dim=1)

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import robustbench_lite as rbl
-from robustbench_lite.attack_utils import AttackBoundsError, check_bounds
+from robustbench_lite.attack_utils import AttackBoundsError, NonFiniteGradientError, check_bounds
 from robustbench_lite.registry import Registry
 
 
@@ -107,6 +107,42 @@ def test_every_attack_stays_in_the_eps_ball_and_the_box(name, options, eps):
     assert torch.equal(x, x_before), "attacks must not modify their input"
     assert all(torch.equal(p, q) for p, q in zip(parameters, model.parameters())), "nor the model"
     assert not model.training
+
+
+class _NaNBackward(torch.autograd.Function):
+    """The identity forward, a NaN gradient backward: a model whose logits are fine but whose gradient is not."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.full_like(grad, float("nan"))
+
+
+class _NaNGradientModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = small_cnn()
+
+    def forward(self, x):
+        return self.net(_NaNBackward.apply(x))
+
+
+BUILT_IN_ATTACKS = sorted(name for name, info in Registry().infos("attacks").items()
+                          if info.distribution == "robustbench-lite")
+
+
+@pytest.mark.parametrize("name", BUILT_IN_ATTACKS)
+def test_a_nan_input_gradient_fails_the_attack_instead_of_leaving_points_unbroken(name):
+    model, (x, y) = _NaNGradientModel().eval().requires_grad_(False), batch(torch.float32)
+    attack = rbl.get_attack(name)
+    if attack.family in ("score-based", "decision-based"):  # they never differentiate: nothing to detect
+        check_bounds(attack.perturb(model, x, y, 0.1), x, 0.1, attack.norm)
+        return
+    with pytest.raises(NonFiniteGradientError, match="input gradient contains NaN"):
+        attack.perturb(model, x, y, 0.1)
 
 
 def test_bounds_check_rejects_escapes():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robustbench_lite.attack_utils import margin_loss
+from robustbench_lite.attack_utils import finite, margin_loss
 from robustbench_lite.hookspecs import hookimpl
 from robustbench_lite.interfaces import Attack
 from robustbench_lite.options import Option
@@ -54,7 +54,7 @@ class CarliniWagnerL2(Attack):
             logits = model(x_adv)
             cost = squared_norm.sum() + self.c * self._margin(logits, goal).sum()
             # autograd.grad, not backward(): a model being trained must not collect parameter gradients.
-            w.grad = torch.autograd.grad(cost, w)[0]
+            w.grad = finite(torch.autograd.grad(cost, w)[0])
             optimizer.step()
             with torch.no_grad():
                 improved = goal.reached(logits) & (squared_norm < best_squared_norm)
