@@ -13,6 +13,7 @@ plugin relies on:
 from __future__ import annotations
 
 import abc
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,6 +182,15 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+
+def digest(*tensors: torch.Tensor) -> str:
+    """A fingerprint of tensors' contents: what identifies data in cache and store keys, wherever it lies on disk."""
+    hasher = hashlib.sha256()
+    for tensor in tensors:
+        hasher.update(str((tuple(tensor.shape), tensor.dtype)).encode())
+        hasher.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return hasher.hexdigest()[:32]
 
 
 class DatasetLoader(Plugin, abc.ABC):

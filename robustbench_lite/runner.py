@@ -13,7 +13,6 @@ the probes the sanity checks need (see :mod:`robustbench_lite.sanity`).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import platform
@@ -39,7 +38,7 @@ from . import leaderboard
 from .errors import UsageError
 from .evaluation import adversarial_predictions, defended, predict
 from .leaderboard import WORST_CASE
-from .interfaces import Attack, Dataset, DatasetLoader, Defense, ModelBuilder, Normalize
+from .interfaces import Attack, Dataset, DatasetLoader, Defense, ModelBuilder, Normalize, digest
 from .optimizers import canonical_optimizer
 from .options import PluginSpec, split_spec_list
 from .registry import Registry, default_registry
@@ -674,7 +673,7 @@ class _EvaluationSettings:
                                                    "provider": self.providers.get(attack.name)},
             "eps": float(eps),
             "n": n,
-            "test_points": _digest(self.x[:n], self.y[:n]),
+            "test_points": digest(self.x[:n], self.y[:n]),
             "device": self.device,
             "torch": torch.__version__,
         }
@@ -698,14 +697,6 @@ class _EvaluationSettings:
         if self.store is not None:
             self.store.put(key, predicted, seconds)
         return predicted, seconds
-
-
-def _digest(x: torch.Tensor, y: torch.Tensor) -> str:
-    """A fingerprint of evaluation points, so stored results are never reused for other data."""
-    digest = hashlib.sha256()
-    for tensor in (x, y):
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:32]
 
 
 @dataclass

@@ -23,7 +23,7 @@ from torch import nn
 
 from .atomic import atomic_target
 from .errors import RblError
-from .interfaces import Dataset, Defense, ModelBuilder, TrainingContext
+from .interfaces import Dataset, Defense, ModelBuilder, TrainingContext, digest
 from .optimizers import build_optimizer
 
 ProgressCallback = Callable[[int], None]
@@ -85,7 +85,8 @@ def cache_key(builder: ModelBuilder, defense: Defense, data: Dataset, config: Tr
         "defense": defense.name,
         "defense_options": defense.settings,
         "dataset": data.name,
-        "dataset_source": data.source,
+        # The training data by content, not by path: the same data read from another folder shares weights.
+        "train_data": digest(data.x_train, data.y_train),
         "n_train": len(data.x_train),
         **settings,
     }

@@ -177,3 +177,21 @@ def test_kill_9_mid_matrix_then_the_same_command_resumes_and_equals_an_uninterru
     for suffix in ("csv", "md"):
         assert (tmp_path / "killed" / "lb" / f"moons.{suffix}").read_text() == \
             (tmp_path / "whole" / "lb" / f"moons.{suffix}").read_text()
+
+
+def test_the_same_data_read_from_another_path_reuses_weights_and_results(tmp_path, monkeypatch):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.integers(0, 256, (64, 20, 20, 1), dtype=np.uint8), "y_train": rng.integers(0, 3, 64),
+              "x_test": rng.integers(0, 256, (16, 20, 20, 1), dtype=np.uint8), "y_test": rng.integers(0, 3, 16)}
+    (tmp_path / "data").mkdir()
+    np.savez(tmp_path / "data" / "tiny.npz", **arrays)
+    settings = dict(models="cnn", defenses="none", attacks="fgsm", eps="0,0.1", epochs=1, device="cpu",
+                    cache_dir=tmp_path / "c", db=tmp_path / "r.db")
+    first = run(dataset=f"npz[path={tmp_path / 'data' / 'tiny.npz'}]", **settings)
+    monkeypatch.chdir(tmp_path / "c")
+    second = run(dataset="npz[path=../data/./tiny.npz]", **settings)
+    assert second.attrs["metadata"]["training"]["cnn/none"]["from_cache"]
+    assert second.attrs["metadata"]["work"]["cells_computed"] == 0
+    pd.testing.assert_frame_equal(first[COMPARED], second[COMPARED])
