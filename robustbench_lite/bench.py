@@ -40,6 +40,7 @@ from torch import nn
 from . import __version__
 from .attack_utils import check_bounds, loss_gradient
 from .errors import UsageError
+from .evaluation import PassCounter
 from .interfaces import Attack, Dataset
 from .options import PluginSpec, split_outside_brackets
 from .registry import Registry, default_registry
@@ -56,45 +57,6 @@ UNIFORM_MEAN, UNIFORM_STD = 0.5, 1 / math.sqrt(12)
 # A timer runs ``run`` ``rounds`` times, calling ``setup`` (untimed) before each, and returns the
 # best time in seconds. pytest-benchmark's pedantic timer fits this shape too.
 Timer = Callable[[Callable[[], Any], Callable[[], None], int], float]
-
-
-class _CountBackward(torch.autograd.Function):
-    """Identity whose backward adds the batch's size to the counter: one backward pass through the model."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, counter: PassCounter) -> torch.Tensor:
-        ctx.counter = counter
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx: Any, gradient: torch.Tensor) -> tuple[torch.Tensor, None]:
-        ctx.counter.backward_images += len(gradient)
-        return gradient, None
-
-
-class PassCounter(nn.Module):
-    """Wraps a model and counts the images that pass forward and backward through it.
-
-    A backward pass is counted each time a gradient flows back to the model's input, however it
-    is asked for (``autograd.grad``, ``backward()``, one per class for a Jacobian), so attacks and
-    torchattacks are counted alike. Counting in images rather than calls is what makes the count
-    honest for attacks that shrink their batch to the samples still searched.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.forward_images = 0
-        self.backward_images = 0
-
-    def reset(self) -> None:
-        self.forward_images = self.backward_images = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.forward_images += len(x)
-        if torch.is_grad_enabled() and x.requires_grad:  # only then can a gradient come back through here
-            x = _CountBackward.apply(x, self)
-        return self.model(x)
 
 
 @dataclass

@@ -70,6 +70,45 @@ def defended(model: nn.Module, defense: Defense, gradient: str = "exact") -> nn.
     return nn.Sequential(Preprocess(defense, gradient), model)
 
 
+class _CountBackward(torch.autograd.Function):
+    """Identity whose backward adds the batch's size to the counter: one backward pass through the model."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, counter: PassCounter) -> torch.Tensor:
+        ctx.counter = counter
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, gradient: torch.Tensor) -> tuple[torch.Tensor, None]:
+        ctx.counter.backward_images += len(gradient)
+        return gradient, None
+
+
+class PassCounter(nn.Module):
+    """Wraps a model and counts the images that pass forward and backward through it.
+
+    A backward pass is counted each time a gradient flows back to the model's input, however it
+    is asked for (``autograd.grad``, ``backward()``, one per class for a Jacobian), so attacks and
+    torchattacks are counted alike. Counting in images rather than calls is what makes the count
+    honest for attacks that shrink their batch to the samples still searched.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.forward_images = 0
+        self.backward_images = 0
+
+    def reset(self) -> None:
+        self.forward_images = self.backward_images = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.forward_images += len(x)
+        if torch.is_grad_enabled() and x.requires_grad:  # only then can a gradient come back through here
+            x = _CountBackward.apply(x, self)
+        return self.model(x)
+
+
 class NonFiniteOutputError(RblError):
     """The model produced NaN or infinite logits; such a cell is failed, never scored."""
 

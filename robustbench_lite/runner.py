@@ -36,7 +36,7 @@ from torch import nn
 
 from . import leaderboard
 from .errors import UsageError
-from .evaluation import adversarial_predictions, defended, predict
+from .evaluation import PassCounter, adversarial_predictions, defended, predict
 from .leaderboard import WORST_CASE
 from .interfaces import Attack, Dataset, DatasetLoader, Defense, ModelBuilder, Normalize, digest
 from .optimizers import canonical_optimizer
@@ -77,6 +77,8 @@ class Cell:
     error: str = ""
     target_success: float | None = None
     evaluation: str = "standard"
+    forward_images: int | None = None  # images passed forward through the model in this cell, scoring included
+    backward_images: int | None = None  # input gradients the attack took, in images (its gradient evaluations)
 
 
 def parse_eps(eps: str | Iterable[float] | None, default: Sequence[float]) -> list[float]:
@@ -355,8 +357,8 @@ def run(
         "training_seconds": round(sum(entry.get("seconds", 0.0) for entry in trainings.values()
                                       if "trained_as" not in entry), 3),  # a shared model counts once
     }
-    metadata_["work"] = {"cells_computed": sum(done.computed for done in finished.values()),
-                         "cells_reused": sum(done.reused for done in finished.values())}
+    metadata_["work"] = {key: sum(done.work[key] for done in finished.values())
+                         for key in ("cells_computed", "cells_reused", "forward_images", "backward_images")}
     if store is not None:
         metadata_["store"] = {"path": str(store.path), "run": run_id}
         store.update_run(run_id, metadata_, _records(cells), finished=True)
@@ -402,8 +404,7 @@ class _JobResult:
     cells: list[Cell]
     trainings: dict[str, Any]
     evaluations: dict[str, Any]
-    computed: int
-    reused: int
+    work: dict[str, int]  # cells computed and reused, model passes (see _EvaluationSettings)
 
 
 def _jobs(builders: list[ModelBuilder], recipes: list[Defense], trainers: dict[str, Defense]) -> list[_Job]:
@@ -438,7 +439,7 @@ def _run_job(job: _Job, context: _JobContext, bars: Progress) -> _JobResult:
                 bars.console.print(f"[red]{job.builder.label}/{recipe.label}: {message}[/red]")
                 cells += _failed_group(job.builder.label, recipe.label, labels, context.grid, len(context.x), message)
                 trainings[f"{job.builder.label}/{recipe.label}"] = {"status": "failed", "error": message}
-            return _JobResult(cells, trainings, evaluations, settings.computed, settings.reused)
+            return _JobResult(cells, trainings, evaluations, settings.work())
         config = context.config
         for recipe in job.recipes:
             trainings[f"{job.builder.label}/{recipe.label}"] = {
@@ -450,7 +451,7 @@ def _run_job(job: _Job, context: _JobContext, bars: Progress) -> _JobResult:
                 **({"trained_as": job.trainer.label} if job.trainer is not recipe else {}),
             }
             cells += _evaluate_defense(model, record.key, job.builder, recipe, context.threats, settings, evaluations)
-    return _JobResult(cells, trainings, evaluations, settings.computed, settings.reused)
+    return _JobResult(cells, trainings, evaluations, settings.work())
 
 
 def _local_jobs(jobs: list[_Job], context: _JobContext, bars: Progress) -> Iterator[tuple[int, _JobResult]]:
@@ -534,7 +535,7 @@ def cells_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(records, columns=list(Cell.__dataclass_fields__))
     for column in ("eps", "accuracy", "seconds", "target_success"):
         frame[column] = pd.to_numeric(frame[column]).astype(float)
-    return frame
+    return _counts_as_integers(frame)
 
 
 def training_config(
@@ -664,6 +665,12 @@ class _EvaluationSettings:
     device: str
     computed: int = 0
     reused: int = 0
+    forward_images: int = 0  # model passes of every result used, reused ones included
+    backward_images: int = 0
+
+    def work(self) -> dict[str, int]:
+        return {"cells_computed": self.computed, "cells_reused": self.reused,
+                "forward_images": self.forward_images, "backward_images": self.backward_images}
 
     def result_key(self, row_key: dict[str, Any], attack: Attack | None, eps: float, n: int) -> dict[str, Any]:
         """Everything that determines the predictions of ``attack`` (None: clean) at ``eps`` on the first ``n`` points."""
@@ -678,25 +685,50 @@ class _EvaluationSettings:
             "torch": torch.__version__,
         }
 
-    def predictions(self, key: dict[str, Any], compute: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
-        """``compute()``'s predictions and seconds, taken from the store when it holds them."""
+    def predictions(
+        self, key: dict[str, Any], model: nn.Module, compute: Callable[[nn.Module], torch.Tensor]
+    ) -> _Outcome:
+        """``compute(model)``'s predictions, with its seconds and the model passes it took (counted
+        through a :class:`PassCounter`), taken from the store when it holds them."""
         if self.store is not None and self.reuse:
             found = self.store.get(key)
             if found is not None:
                 self.reused += 1
-                return found.predictions.to(self.y.device), found.seconds
+                return self._tally(_Outcome(found.predictions.to(self.y.device), found.seconds,
+                                            found.forward_images, found.backward_images))
+        counted = PassCounter(model)
         start = time.perf_counter()
         try:
-            predicted = compute()
+            predicted = compute(counted)
         except Exception as error:
             if self.store is not None:
                 self.store.put_failure(key, key["n"], time.perf_counter() - start, f"{type(error).__name__}: {error}")
             raise
-        seconds = time.perf_counter() - start
+        outcome = _Outcome(predicted, time.perf_counter() - start, counted.forward_images, counted.backward_images)
         self.computed += 1
         if self.store is not None:
-            self.store.put(key, predicted, seconds)
-        return predicted, seconds
+            self.store.put(key, predicted, outcome.seconds, outcome.forward_images, outcome.backward_images)
+        return self._tally(outcome)
+
+    def _tally(self, outcome: _Outcome) -> _Outcome:
+        self.forward_images += outcome.forward_images or 0
+        self.backward_images += outcome.backward_images or 0
+        return outcome
+
+
+@dataclass
+class _Outcome:
+    """Predictions of one computation and what it cost."""
+
+    predictions: torch.Tensor
+    seconds: float
+    forward_images: int | None  # None: stored before passes were counted
+    backward_images: int | None
+
+    def counts(self, cell: Cell) -> Cell:
+        """``cell`` with this outcome's pass counts."""
+        cell.forward_images, cell.backward_images = self.forward_images, self.backward_images
+        return cell
 
 
 @dataclass
@@ -793,45 +825,46 @@ def _evaluate_group(row: _Row, row_key: dict[str, Any], builder: ModelBuilder, s
     fields = {"model": builder.label, "defense": row.defense, "n": len(x), "evaluation": row.evaluation}
     labels = [label for label, _ in row.threats]
 
-    def clean_predictions() -> torch.Tensor:
+    def clean_predictions(model: nn.Module) -> torch.Tensor:
         torch.manual_seed(config.seed)  # a random model's clean predictions, too, are independent of the matrix order
-        return predict(row.model, x, config.batch_size)
+        return predict(model, x, config.batch_size)
 
     try:
-        clean, clean_seconds = settings.predictions(settings.result_key(row_key, None, 0.0, len(x)), clean_predictions)
+        clean_outcome = settings.predictions(settings.result_key(row_key, None, 0.0, len(x)), row.model, clean_predictions)
     except Exception as error:
         message = f"clean evaluation failed: {type(error).__name__}: {error}"
         return _failed_group(builder.label, row.defense, labels, grid, len(x), message, row.evaluation)
+    clean = clean_outcome.predictions
     score = _Scorer(fields, y, clean, settings.target)
     outcomes: dict[str, dict[float, torch.Tensor]] = {}
     cells = []
     for label, attack in row.threats:
         outcomes[label] = {0.0: clean}
-        cells.append(score(label, 0.0, [clean], clean_seconds))
+        cells.append(clean_outcome.counts(score(label, 0.0, [clean], clean_outcome.seconds)))
         for eps in grid[1:]:
             where = f"{label} on {builder.label}/{row.defense} eps={eps:g}"
 
-            def attacked(attack: Attack = attack, eps: float = eps, where: str = where) -> torch.Tensor:
+            def attacked(model: nn.Module, attack: Attack = attack, eps: float = eps, where: str = where) -> torch.Tensor:
                 task = bars.add_task(where, total=int((clean == y).sum()))
                 torch.manual_seed(config.seed)  # each cell's randomness is independent of the matrix order
                 try:
                     return adversarial_predictions(
-                        row.model, attack, x, y, eps, clean, config.batch_size, advance=lambda k: bars.advance(task, k)
+                        model, attack, x, y, eps, clean, config.batch_size, advance=lambda k: bars.advance(task, k)
                     )
                 finally:
                     bars.remove_task(task)
 
             start = time.perf_counter()
             try:
-                predicted, seconds = settings.predictions(settings.result_key(row_key, attack, eps, len(x)), attacked)
+                outcome = settings.predictions(settings.result_key(row_key, attack, eps, len(x)), row.model, attacked)
             except Exception as error:  # a failing attack fails only its own cell
                 message = f"{type(error).__name__}: {error}"
                 bars.console.print(f"[red]{where} failed: {message}[/red]")
                 cells.append(Cell(**fields, attack=label, eps=eps, accuracy=None, correct=None,
                                   seconds=time.perf_counter() - start, status="failed", error=message))
                 continue
-            outcomes[label][eps] = predicted
-            cells.append(score(label, eps, [predicted], seconds))
+            outcomes[label][eps] = outcome.predictions
+            cells.append(outcome.counts(score(label, eps, [outcome.predictions], outcome.seconds)))
     for eps in grid:
         cell = score(WORST_CASE, eps, [per_eps[eps] for per_eps in outcomes.values() if eps in per_eps], 0.0)
         missing = [label for label, per_eps in outcomes.items() if eps not in per_eps]
@@ -856,12 +889,12 @@ def _large_eps_probe(
     config = settings.config
     x, y = settings.x[:SANITY_POINTS], settings.y[:SANITY_POINTS]
 
-    def clean_predictions() -> torch.Tensor:
+    def clean_predictions(model: nn.Module) -> torch.Tensor:
         torch.manual_seed(config.seed)
-        return predict(row.model, x, config.batch_size)
+        return predict(model, x, config.batch_size)
 
     try:
-        clean, _ = settings.predictions(settings.result_key(row_key, None, 0.0, len(x)), clean_predictions)
+        clean = settings.predictions(settings.result_key(row_key, None, 0.0, len(x)), row.model, clean_predictions).predictions
     except Exception:  # the cells already record why this model cannot be evaluated
         return None
     robust = clean == y
@@ -872,15 +905,16 @@ def _large_eps_probe(
     try:
         for label, attack in linf:
 
-            def attacked(attack: Attack = attack) -> torch.Tensor:
+            def attacked(model: nn.Module, attack: Attack = attack) -> torch.Tensor:
                 torch.manual_seed(config.seed)
                 return adversarial_predictions(
-                    row.model, attack, x, y, SANITY_EPS, clean, config.batch_size,
+                    model, attack, x, y, SANITY_EPS, clean, config.batch_size,
                     advance=lambda k: settings.bars.advance(task, k),
                 )
 
             try:
-                predicted, _ = settings.predictions(settings.result_key(row_key, attack, SANITY_EPS, len(x)), attacked)
+                key = settings.result_key(row_key, attack, SANITY_EPS, len(x))
+                predicted = settings.predictions(key, row.model, attacked).predictions
             except Exception as error:
                 accuracy[label], errors[label] = None, f"{type(error).__name__}: {error}"
                 continue
@@ -933,7 +967,15 @@ def _failed_group(
 
 
 def _frame(cells: list[Cell]) -> pd.DataFrame:
-    return pd.DataFrame([vars(cell) for cell in cells], columns=list(Cell.__dataclass_fields__))
+    return _counts_as_integers(pd.DataFrame([vars(cell) for cell in cells], columns=list(Cell.__dataclass_fields__)))
+
+
+def _counts_as_integers(frame: pd.DataFrame) -> pd.DataFrame:
+    """Pass counts as whole numbers or None (pandas would make a column with gaps float)."""
+    for column in ("forward_images", "backward_images"):
+        frame[column] = pd.Series([None if pd.isna(value) else int(value) for value in frame[column]],
+                                  index=frame.index, dtype=object)
+    return frame
 
 
 def _records(cells: list[Cell]) -> list[dict[str, Any]]:

@@ -43,7 +43,9 @@ CREATE TABLE IF NOT EXISTS results (
     n INTEGER NOT NULL,
     seconds REAL NOT NULL,
     error TEXT NOT NULL DEFAULT '',
-    created TEXT NOT NULL
+    created TEXT NOT NULL,
+    forward_images INTEGER,        -- images passed forward through the model, scoring included
+    backward_images INTEGER        -- input gradients taken, in images
 );
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -71,10 +73,12 @@ def _now() -> str:
 
 @dataclass(frozen=True)
 class StoredResult:
-    """A reusable result: per-sample predictions and the seconds it took to compute them."""
+    """A reusable result: per-sample predictions, and the seconds and model passes it took to compute them."""
 
     predictions: torch.Tensor
     seconds: float
+    forward_images: int | None = None
+    backward_images: int | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,10 @@ class ResultsStore:
             with self._connect() as connection:
                 connection.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
                 connection.executescript(_SCHEMA)
+                columns = {row[1] for row in connection.execute("PRAGMA table_info(results)")}
+                for column in ("forward_images", "backward_images"):  # stores from before the pass counts
+                    if column not in columns:
+                        connection.execute(f"ALTER TABLE results ADD COLUMN {column} INTEGER")
                 version = connection.execute("PRAGMA user_version").fetchone()[0]
                 if version == 0:
                     connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -117,33 +125,37 @@ class ResultsStore:
         """The finished result stored under ``key``, or None (also for a recorded failure)."""
         with self._connect() as connection:
             row = connection.execute(
-                "SELECT predictions, n, seconds FROM results WHERE key = ? AND status = 'ok'", (key_digest(key),)
+                "SELECT predictions, n, seconds, forward_images, backward_images FROM results "
+                "WHERE key = ? AND status = 'ok'", (key_digest(key),)
             ).fetchone()
         if row is None:
             return None
         predictions = torch.from_numpy(np.frombuffer(row[0], dtype="<i2").astype(np.int64))
         if len(predictions) != row[1]:  # cannot happen short of tampering: recompute rather than trust it
             return None
-        return StoredResult(predictions, float(row[2]))
+        return StoredResult(predictions, float(row[2]), row[3], row[4])
 
-    def put(self, key: dict[str, Any], predictions: torch.Tensor, seconds: float) -> None:
+    def put(self, key: dict[str, Any], predictions: torch.Tensor, seconds: float,
+            forward_images: int | None = None, backward_images: int | None = None) -> None:
         """Record a finished result (replacing an earlier failure under the same key)."""
         labels = predictions.detach().cpu().numpy()
         if len(labels) and (labels.min() < np.iinfo(np.int16).min or labels.max() > np.iinfo(np.int16).max):
             raise ValueError("predicted labels do not fit the store's 16-bit labels")
         blob = labels.astype("<i2").tobytes()
-        self._insert(key, "ok", blob, len(labels), seconds, "")
+        self._insert(key, "ok", blob, len(labels), seconds, "", forward_images, backward_images)
 
     def put_failure(self, key: dict[str, Any], n: int, seconds: float, error: str) -> None:
         """Record that computing ``key`` failed, and why; a later run tries again."""
-        self._insert(key, "failed", None, n, seconds, error)
+        self._insert(key, "failed", None, n, seconds, error, None, None)
 
-    def _insert(self, key: dict[str, Any], status: str, blob: bytes | None, n: int, seconds: float, error: str) -> None:
+    def _insert(self, key: dict[str, Any], status: str, blob: bytes | None, n: int, seconds: float, error: str,
+                forward_images: int | None, backward_images: int | None) -> None:
         with self._connect() as connection:
             connection.execute(
-                "INSERT OR REPLACE INTO results (key, key_json, status, predictions, n, seconds, error, created) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (key_digest(key), _canonical(key), status, blob, n, float(seconds), error, _now()),
+                "INSERT OR REPLACE INTO results (key, key_json, status, predictions, n, seconds, error, created, "
+                "forward_images, backward_images) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (key_digest(key), _canonical(key), status, blob, n, float(seconds), error, _now(),
+                 forward_images, backward_images),
             )
 
     def count(self, status: str = "ok") -> int:

@@ -63,9 +63,10 @@ def test_a_second_run_reuses_every_cell_and_gives_the_same_numbers(tmp_path):
     first = run(**TINY, cache_dir=tmp_path / "c", db=tmp_path / "r.db")
     # Per model: clean, 2 attacks x 2 eps, the large-eps probe's 2 attacks; the probe's clean
     # predictions (its 64 points are all 48 here) are the clean cell's, reused at once.
-    assert first.attrs["metadata"]["work"] == {"cells_computed": 2 * (1 + 2 * 2 + 2), "cells_reused": 2}
+    work = first.attrs["metadata"]["work"]
+    assert (work["cells_computed"], work["cells_reused"]) == (2 * (1 + 2 * 2 + 2), 2)
     second = run(**TINY, cache_dir=tmp_path / "c", db=tmp_path / "r.db")
-    assert second.attrs["metadata"]["work"] == {"cells_computed": 0, "cells_reused": 16}
+    assert second.attrs["metadata"]["work"] == {**work, "cells_computed": 0, "cells_reused": 16}
     pd.testing.assert_frame_equal(first[COMPARED], second[COMPARED])
     # --no-cache recomputes everything, and the numbers agree again (CPU runs are deterministic).
     third = run(**TINY, cache_dir=tmp_path / "c", db=tmp_path / "r.db", use_cache=False)
@@ -81,7 +82,8 @@ def test_only_missing_cells_are_computed_and_other_settings_are_not_reused(tmp_p
     assert resumed.attrs["metadata"]["work"]["cells_computed"] == 2
     pd.testing.assert_frame_equal(full[COMPARED], resumed[COMPARED])
     other_seed = run(**{**TINY, "defenses": "none"}, seed=1, cache_dir=tmp_path / "c", db=tmp_path / "r.db")
-    assert other_seed.attrs["metadata"]["work"] == {"cells_computed": 7, "cells_reused": 1}  # 1: the probe's clean
+    work = other_seed.attrs["metadata"]["work"]
+    assert (work["cells_computed"], work["cells_reused"]) == (7, 1)  # 1: the probe's clean predictions
 
 
 def test_leaderboard_command_renders_a_stored_run_as_the_run_wrote_it(tmp_path, capsys):
@@ -195,3 +197,38 @@ def test_the_same_data_read_from_another_path_reuses_weights_and_results(tmp_pat
     assert second.attrs["metadata"]["training"]["cnn/none"]["from_cache"]
     assert second.attrs["metadata"]["work"]["cells_computed"] == 0
     pd.testing.assert_frame_equal(first[COMPARED], second[COMPARED])
+
+
+def test_each_cell_counts_its_model_passes_and_reused_cells_keep_them(tmp_path):
+    settings = dict(TINY, defenses="none", attacks="fgsm,pgd[steps=7,restarts=2]", cache_dir=tmp_path / "c",
+                    db=tmp_path / "r.db")
+    frame = run(**settings)
+    candidates = int(frame.query("attack == 'fgsm' and eps == 0")["correct"].iloc[0])  # clean-correct points
+    cell = {(row.attack, row.eps): row for row in frame.itertuples()}
+    assert (cell["fgsm", 0.0].forward_images, cell["fgsm", 0.0].backward_images) == (48, 0)
+    # FGSM: one gradient per clean-correct point, then the scoring pass.
+    assert (cell["fgsm", 0.1].forward_images, cell["fgsm", 0.1].backward_images) == (2 * candidates, candidates)
+    # PGD-7 with 2 restarts: 7 gradients per restart, one pass to pick the better restart each, scoring.
+    assert cell["pgd[steps=7,restarts=2]", 0.3].backward_images == 14 * candidates
+    assert cell["pgd[steps=7,restarts=2]", 0.3].forward_images == (14 + 2 + 1) * candidates
+    assert cell["worst-case", 0.1].backward_images is None  # computed from the others, no passes of its own
+    again = run(**settings)
+    assert again.attrs["metadata"]["work"]["cells_computed"] == 0
+    assert list(again["backward_images"]) == list(frame["backward_images"])
+    assert again.attrs["metadata"]["work"]["backward_images"] == frame.attrs["metadata"]["work"]["backward_images"]
+
+
+def test_a_store_from_before_the_pass_counts_is_upgraded_in_place(tmp_path):
+    with sqlite3.connect(tmp_path / "old.db") as connection:
+        connection.executescript(
+            "CREATE TABLE results (key TEXT PRIMARY KEY, key_json TEXT NOT NULL, status TEXT NOT NULL, "
+            "predictions BLOB, n INTEGER NOT NULL, seconds REAL NOT NULL, error TEXT NOT NULL DEFAULT '', "
+            "created TEXT NOT NULL); PRAGMA user_version=1;"
+        )
+        connection.execute("INSERT INTO results VALUES (?, '{}', 'ok', ?, 2, 0.5, '', 'then')",
+                           (key_digest({"a": 1}), torch.tensor([4, 2]).numpy().astype("<i2").tobytes()))
+    store = ResultsStore(tmp_path / "old.db")
+    old = store.get({"a": 1})
+    assert old.predictions.tolist() == [4, 2] and old.backward_images is None
+    store.put({"a": 2}, torch.tensor([1]), 0.1, forward_images=3, backward_images=2)
+    assert store.get({"a": 2}).backward_images == 2
