@@ -2,8 +2,12 @@
 
 All user input is validated before any work starts, so a typo costs nothing. After that, a
 failure is isolated: a model that fails to train fails its own cells, an attack that raises
-fails its own cell, and the rest of the matrix still runs. The leaderboard is rewritten after
-every (model, defense), so a crash keeps everything finished so far.
+fails its own cell, and the rest of the matrix still runs.
+
+Work is dealt out as jobs, one per trained model with every defense evaluated on it, run here one
+after another or as Ray tasks (``executor``), all or one shard of them. Every cell goes to the
+results store as it finishes and is reused from there by a later run with the same settings, and
+the leaderboard is rewritten after every job, so a crash loses at most the cell in flight.
 
 Inference-time defenses (and any model found to be random) are evaluated twice: naive, the
 defended model attacked as it is, and adaptive, with BPDA through non-differentiable
