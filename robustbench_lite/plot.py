@@ -136,6 +136,12 @@ def _accuracy_figure(cells: pd.DataFrame, title: str | None) -> Figure:
     # JSON sidecars write a failed cell's accuracy as null: a column that is all null is not numeric by itself.
     cells = cells.assign(accuracy=pd.to_numeric(cells["accuracy"], errors="coerce"), eps=pd.to_numeric(cells["eps"]))
     grid = sorted(cells["eps"].unique())
+    # A grid such as 0, 0.001, 0.01, 0.1 would crowd its small values into one tick: unevenly
+    # spaced grids are drawn one grid point per step, labelled with their eps.
+    steps = np.diff(grid)
+    to_scale = len(grid) < 3 or bool(np.allclose(steps, steps[0]))
+    positions = grid if to_scale else list(range(len(grid)))
+    eps_label = "ε" if to_scale else "ε (grid points, not to scale)"
     rows = list(cells[["model", "defense"]].drop_duplicates().itertuples(index=False, name=None))
     worst = leaderboard.WORST_CASE
     attacks = [attack for attack in cells["attack"].unique() if attack != worst]
@@ -158,7 +164,7 @@ def _accuracy_figure(cells: pd.DataFrame, title: str | None) -> Figure:
                 style = {"color": "black", "linestyle": "--", "linewidth": 2.6, "zorder": 3}
             else:
                 style = {"color": colors[attack], "linewidth": 1.5}
-            (line,) = axes.plot(grid, accuracy.to_numpy(), marker="o", markersize=4, label=attack, **style)
+            (line,) = axes.plot(positions, accuracy.to_numpy(), marker="o", markersize=4, label=attack, **style)
             legend.setdefault(attack, line)
         failed = int(row["accuracy"].isna().sum())
         naive = "evaluation" in row and bool((row["evaluation"] == "naive").any())
@@ -173,17 +179,17 @@ def _accuracy_figure(cells: pd.DataFrame, title: str | None) -> Figure:
         axes.set_ylabel("robust accuracy (%)")
     grid_axes[0, 0].set_ylim(-3, 103)  # shared: a line at 0 or 100 % stays visible
     grid_axes[0, 0].set_yticks(range(0, 101, 20))
-    if len(grid) <= 8:
-        grid_axes[0, 0].set_xticks(grid, [f"{eps:g}" for eps in grid])
+    if len(grid) <= 8 or not to_scale:
+        grid_axes[0, 0].set_xticks(positions, [f"{eps:g}" for eps in grid])
     for index, axes in enumerate(grid_axes.flat):
         if index >= len(rows):
             figure.delaxes(axes)
             # The subplot above the empty slot is now the lowest of its column: it needs the eps axis.
             above = grid_axes.flat[index - columns]
             above.xaxis.set_tick_params(labelbottom=True)
-            above.set_xlabel("ε")
+            above.set_xlabel(eps_label)
     for axes in grid_axes[-1, : len(rows) - (lines - 1) * columns]:
-        axes.set_xlabel("ε")
+        axes.set_xlabel(eps_label)
     labels = [f"{worst} (per sample, over all attacks)" if label == worst else label for label in legend]
     columns_of_legend = min(len(labels), 4 if columns > 1 else 2)
     figure.legend(list(legend.values()), labels, loc="outside lower center", ncols=columns_of_legend)

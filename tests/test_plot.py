@@ -120,6 +120,17 @@ def test_many_rows_wrap_into_a_grid_of_three_columns_and_svg_works(tmp_path):
     assert text.startswith("<?xml") and "<svg" in text and text.rstrip().endswith("</svg>")
 
 
+def test_an_unevenly_spaced_grid_is_drawn_one_grid_point_per_step():
+    cells = hand_cells([("m", "none")])
+    cells["eps"] = cells["eps"].map(dict(zip(GRID, [0.0, 0.001, 0.01, 0.1, 0.2, 0.3][: len(GRID)])))
+    axes = plot._accuracy_figure(cells, None).axes[0]
+    assert list(axes.lines[0].get_xdata()) == list(range(len(GRID)))
+    assert [label.get_text() for label in axes.get_xticklabels()] == ["0", "0.001", "0.01", "0.1", "0.2", "0.3"][: len(GRID)]
+    assert "not to scale" in axes.get_xlabel()
+    evenly = plot._accuracy_figure(hand_cells([("m", "none")]), None).axes[0]
+    assert list(evenly.lines[0].get_xdata()) == list(GRID) and "not to scale" not in evenly.get_xlabel()
+
+
 def test_the_leaderboard_hook_writes_name_accuracy_png(moons_run, tmp_path):
     paths = plot.leaderboard_plots(moons_run, tmp_path, "tiny")
     assert paths == {"accuracy": tmp_path / "tiny-accuracy.png"}
