@@ -66,7 +66,7 @@ def cli() -> None:
 @click.option("--db", type=click.Path(path_type=Path), default=None,
               help="Results store (SQLite): finished cells are reused from it, so a crashed run resumes. [default: OUT/results.db]")
 @click.option("--shard", default=None, metavar="I/N",
-              help="Run only the I-th of N parts of the (model, defense) pairs (job arrays); merge with "
+              help="Run only the I-th of N interleaved parts of the trained models (job arrays); merge with "
                    "'rbl leaderboard --db A --db B'.")
 @click.option("--name", default=None, help="Benchmark name, the leaderboard files' stem. [default: the dataset's name]")
 @click.option("--target", default=None, help="Targeted mode: push every input towards this class (name or index).")

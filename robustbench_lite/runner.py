@@ -265,7 +265,7 @@ def run(
     Every finished cell goes to the results store ``db`` (default ``<out>/results.db`` when
     ``out`` is set, none otherwise); cells already there are reused, not recomputed, unless
     ``use_cache`` is false. ``shard`` ``"i/n"`` runs only the i-th of n interleaved parts of the
-    (model, defense) pairs, for job arrays whose stores ``rbl leaderboard --db ... --db ...`` merges.
+    trained models (jobs), for job arrays whose stores ``rbl leaderboard --db ... --db ...`` merges.
     ``deterministic`` makes CUDA runs repeatable (see :func:`deterministic_mode`); CPU runs always are.
     ``executor`` ``"ray"`` runs each trained model's job (training, then its cells) as a Ray task
     (see :func:`_ray_jobs`); ``"local"`` runs them one after another in this process.
