@@ -361,7 +361,7 @@ def run(
         "training_seconds": round(sum(entry.get("seconds", 0.0) for entry in trainings.values()
                                       if "trained_as" not in entry), 3),  # a shared model counts once
     }
-    metadata_["work"] = {key: sum(done.work[key] for done in finished.values())
+    metadata_["work"] = {key: _total(done.work[key] for done in finished.values())
                          for key in ("cells_computed", "cells_reused", "forward_images", "backward_images")}
     if store is not None:
         metadata_["store"] = {"path": str(store.path), "run": run_id}
@@ -524,6 +524,12 @@ def deterministic_mode(enabled: bool = True) -> Iterator[None]:
             os.environ["CUBLAS_WORKSPACE_CONFIG"] = previous[2]
 
 
+def _total(values: Iterable[int | None]) -> int | None:
+    """The sum, or None where any value is unknown."""
+    values = list(values)
+    return None if None in values else sum(values)
+
+
 def parse_shard(shard: str | None) -> tuple[int, int]:
     """``"i/n"`` (1 <= i <= n) as (i, n); no shard is (1, 1)."""
     if shard is None:
@@ -669,10 +675,12 @@ class _EvaluationSettings:
     device: str
     computed: int = 0
     reused: int = 0
-    forward_images: int = 0  # model passes of every result used, reused ones included
-    backward_images: int = 0
+    # Model passes of every result used, reused ones included; None once a result stored before
+    # passes were counted is among them, since a total of unknowns is unknown.
+    forward_images: int | None = 0
+    backward_images: int | None = 0
 
-    def work(self) -> dict[str, int]:
+    def work(self) -> dict[str, int | None]:
         return {"cells_computed": self.computed, "cells_reused": self.reused,
                 "forward_images": self.forward_images, "backward_images": self.backward_images}
 
@@ -715,8 +723,11 @@ class _EvaluationSettings:
         return self._tally(outcome)
 
     def _tally(self, outcome: _Outcome) -> _Outcome:
-        self.forward_images += outcome.forward_images or 0
-        self.backward_images += outcome.backward_images or 0
+        if outcome.forward_images is None or self.forward_images is None:
+            self.forward_images = self.backward_images = None
+        else:
+            self.forward_images += outcome.forward_images
+            self.backward_images += outcome.backward_images
         return outcome
 
 

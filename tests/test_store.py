@@ -232,3 +232,12 @@ def test_a_store_from_before_the_pass_counts_is_upgraded_in_place(tmp_path):
     assert old.predictions.tolist() == [4, 2] and old.backward_images is None
     store.put({"a": 2}, torch.tensor([1]), 0.1, forward_images=3, backward_images=2)
     assert store.get({"a": 2}).backward_images == 2
+
+
+def test_pass_totals_are_unknown_when_a_reused_result_was_stored_without_counts(tmp_path):
+    settings = dict(TINY, defenses="none", attacks="fgsm", cache_dir=tmp_path / "c", db=tmp_path / "r.db")
+    assert run(**settings).attrs["metadata"]["work"]["backward_images"] > 0
+    with sqlite3.connect(tmp_path / "r.db") as connection:  # as a store written before passes were counted
+        connection.execute("UPDATE results SET forward_images = NULL, backward_images = NULL WHERE rowid = 2")
+    work = run(**settings).attrs["metadata"]["work"]
+    assert work["cells_computed"] == 0 and work["forward_images"] is None and work["backward_images"] is None
