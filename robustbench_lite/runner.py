@@ -292,6 +292,11 @@ def run(
     if out_dir is not None:
         leaderboard.ensure_writable(out_dir)
     shard_index, shard_count = parse_shard(shard)
+    # Jobs are dealt to shards in turn, so that every shard gets a share of each model.
+    jobs = _jobs(builders, recipes, trainers)[shard_index - 1 :: shard_count]
+    if not jobs:
+        raise UsageError(f"--shard {shard_index}/{shard_count} gets no work: this run has only "
+                         f"{len(_jobs(builders, recipes, trainers))} trained model(s) to share out; use fewer shards")
     if executor not in _EXECUTORS:
         raise UsageError(f"unknown executor {executor!r}; valid choices: {', '.join(_EXECUTORS)}")
 
@@ -339,8 +344,6 @@ def run(
         data, config, torch_device, cache, grid, data.x_test[:n_eval], data.y_test[:n_eval], target_index, eot,
         threats, store_path, use_cache, providers, device_label, deterministic,
     )
-    # Jobs are dealt to shards in turn, so that every shard gets a share of each model.
-    jobs = _jobs(builders, recipes, trainers)[shard_index - 1 :: shard_count]
     finished: dict[int, _JobResult] = {}
     with _progress(progress) as bars:
         for index, result in _EXECUTORS[executor](jobs, context, bars):

@@ -100,6 +100,7 @@ def files(tmp_path_factory):
     damaged[data_start] |= 0b110  # block type 3, which deflate reserves: zlib refuses the member
     (folder / "damaged.npz").write_bytes(bytes(damaged))
     (folder / "regular-file").write_text("not a folder")
+    (folder / "not-a-store.db").write_text("plain text, not SQLite " * 100)
     (folder / "read-only").mkdir(mode=0o555)
     return folder
 
@@ -184,6 +185,13 @@ BAD_INPUTS = [
     ("attack listed twice", ["--attacks", "fgsm,pgd,fgsm"], "attack listed twice: fgsm"),
     ("attack twice, once with its default options", ["--attacks", "pgd,pgd[steps=10]"], "attack listed twice: pgd"),
     ("defense listed twice", ["--defenses", "none,at-fgsm,none"], "defense listed twice: none"),
+    ("shard out of range", ["--shard", "3/2"], "invalid shard '3/2': give i/n with 1 <= i <= n, e.g. 2/4"),
+    ("shard not i/n", ["--shard", "half"], "invalid shard 'half'"),
+    ("shard with no work", ["--shard", "2/2"], "--shard 2/2 gets no work: this run has only 1 trained model(s)"),
+    ("unknown executor", ["--executor", "dask"], "Invalid value for '--executor': 'dask' is not one of 'local', 'ray'"),
+    ("unknown optimizer", ["--optimizer", "rmsprop"], "unknown optimizer 'rmsprop'; valid choices: adam, adamw, sgd"),
+    ("store that is not a database", ["--db", "{files}/not-a-store.db"],
+     "results store '{files}/not-a-store.db' is not a usable SQLite database"),
 ]
 
 
@@ -206,6 +214,19 @@ def test_bad_input_is_one_error_line_and_exit_2(tmp_path, files, capsys, extra, 
     assert not (tmp_path / "cache").exists()  # nothing trained
     assert not [path for path in tmp_path.rglob("*") if path.suffix in (".csv", ".md", ".json")]  # no leaderboard
     assert not (tmp_path / "nowhere").exists()  # a failed download leaves no empty data folders behind
+    assert not [path for path in tmp_path.rglob("*.db") if "not-a-store" not in path.name]  # no empty store
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--db", "{tmp}/missing.db"], "Invalid value for '--db': File '{tmp}/missing.db' does not exist"),
+    (["--db", "{files}/not-a-store.db"], "results store '{files}/not-a-store.db' is not a usable SQLite database"),
+    (["--db", "{files}/not-a-store.db", "--format", "xml"], "Invalid value for '--format': 'xml' is not one of"),
+])
+def test_bad_leaderboard_input_is_one_error_line_and_exit_2(tmp_path, files, capsys, args, expected):
+    status = main(["leaderboard", *(arg.format(tmp=tmp_path, files=files) for arg in args)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and err[0].startswith("rbl: error: ")
+    assert expected.format(tmp=tmp_path, files=files) in err[0]
 
 
 def sidecar(tmp_path):

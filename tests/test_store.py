@@ -116,6 +116,9 @@ def test_shards_merge_into_the_unsharded_leaderboard(tmp_path, capsys):
     assert len(merged_cells) == len(whole) and len(metadata["merged_from"]) == 2
     with pytest.raises(UsageError, match="invalid shard"):
         run(**settings, shard="3/2")
+    with pytest.raises(UsageError, match="--shard 4/4 gets no work: this run has only 3 trained model"):
+        run(**settings, shard="4/4", db=tmp_path / "empty.db")
+    assert not (tmp_path / "empty.db").exists()
 
 
 def test_concurrent_writers_do_not_corrupt_the_store(tmp_path):
