@@ -10,6 +10,7 @@ where ``gradient`` chooses what attacks see when they differentiate through the 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -138,15 +139,31 @@ def adversarial_predictions(
     batch_size: int,
     advance: Callable[[int], None] = lambda samples: None,
 ) -> torch.Tensor:
-    """Predicted labels after ``attack`` at ``eps``; misclassified points keep their clean prediction."""
+    """Predicted labels after ``attack`` at ``eps``; misclassified points keep their clean prediction.
+
+    A batch that runs out of device memory is retried in halves (down to single points), with a
+    warning, so that a batch size chosen for a smaller model or GPU does not fail the cell.
+    """
     predictions = clean_predictions.clone()
     candidates = (clean_predictions == y).nonzero().flatten()
-    for start in range(0, len(candidates), batch_size):
+    start = 0
+    while start < len(candidates):
         index = candidates[start : start + batch_size]
         x_batch, y_batch = x[index], y[index]
-        x_adv = attack.perturb(model, x_batch, y_batch, eps)
+        try:
+            x_adv = attack.perturb(model, x_batch, y_batch, eps)
+        except torch.OutOfMemoryError:
+            if len(index) == 1:
+                raise
+            batch_size = len(index) // 2
+            if x.is_cuda:
+                torch.cuda.empty_cache()  # give the failed batch's memory back before the retry
+            warnings.warn(f"{attack.label}: out of memory on a batch of {len(index)}; "
+                          f"retrying in batches of {batch_size}", stacklevel=2)
+            continue
         check_bounds(x_adv, x_batch, eps, attack.norm)
         with torch.no_grad():
             predictions[index] = _logits(model, x_adv).argmax(dim=1)
         advance(len(index))
+        start += len(index)
     return predictions

@@ -215,3 +215,42 @@ def test_target_by_name_and_bad_targets(tmp_path, install_plugin):
     install_plugin("rbl-untargetable", "rbl_untargetable_plugin", UNTARGETED_ATTACK)
     with pytest.raises(rbl.UsageError, match="--target needs attacks with a targeted mode; untargetable has none"):
         tiny_run(tmp_path, attacks="pgd,untargetable", target="1")
+
+
+def test_a_batch_out_of_device_memory_is_retried_in_halves():
+    from robustbench_lite.evaluation import adversarial_predictions
+
+    class MemoryHungryFGSM(type(rbl.get_attack("fgsm"))):
+        """FGSM that runs out of memory on batches larger than 5, as a big model on a small GPU would."""
+
+        batches: list[int] = []
+
+        def perturb(self, model, x, y, eps):
+            self.batches.append(len(x))
+            if len(x) > 5:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return super().perturb(model, x, y, eps)
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3)).eval().requires_grad_(False)
+    x = torch.rand(23, 3, 2, 2)
+    clean = y = model(x).argmax(1)  # every point clean-correct: all 23 are attacked
+    hungry = MemoryHungryFGSM()
+    with pytest.warns(UserWarning) as warned:
+        predicted = adversarial_predictions(model, hungry, x, y, 0.3, clean, batch_size=16)
+    assert [str(warning.message) for warning in warned] == [
+        "fgsm: out of memory on a batch of 16; retrying in batches of 8",
+        "fgsm: out of memory on a batch of 8; retrying in batches of 4",
+    ]
+    expected = adversarial_predictions(model, rbl.get_attack("fgsm"), x, y, 0.3, clean, batch_size=4)
+    assert torch.equal(predicted, expected)
+    candidates = int((clean == y).sum())
+    assert sum(size for size in hungry.batches if size <= 5) == candidates  # every candidate attacked once
+    assert max(size for size in hungry.batches if size <= 5) == 4  # 16 -> 8 -> 4, then kept
+
+    class AlwaysOutOfMemory(MemoryHungryFGSM):
+        def perturb(self, model, x, y, eps):
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    with pytest.warns(UserWarning), pytest.raises(torch.OutOfMemoryError):
+        adversarial_predictions(model, AlwaysOutOfMemory(), x, y, 0.3, clean, batch_size=16)
