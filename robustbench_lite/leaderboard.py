@@ -203,7 +203,8 @@ def _markdown(
         "## Robust accuracy (%) per attack and eps",
         "",
         f"Each accuracy ± the half-width of its 95% Wilson interval on {data['n_examples']} points "
-        "(the exact bounds are `ci_low` and `ci_high` in the JSON sidecar): differences within it are noise.",
+        "(the exact bounds are `ci_low` and `ci_high` in the JSON sidecar): two accuracies whose intervals overlap "
+        "are not shown to differ by this table.",
         "",
         _unranked_as_naive(_plus_minus(table.drop(columns=["failed cells", "flags"]), cells)).to_markdown(
             index=False, floatfmt=".2f", missingval="failed"
