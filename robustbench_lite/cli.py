@@ -201,6 +201,10 @@ def _attacked_model_options(command):
         click.option("--batch-size", type=int, default=128, show_default=True, help="Batch size for training and attacks."),
         click.option("--train-eps", type=float, default=None,
                      help="Training eps of adversarial defenses. [default: the dataset's]"),
+        click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="none", show_default=True,
+                     help="As for rbl run: the schedule the model was trained with."),
+        click.option("--early-stop", type=int, default=None, metavar="K", help="As for rbl run."),
+        click.option("--optimizer", default=None, metavar="SPEC", help="As for rbl run. [default: the model's own]"),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True),
         click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
@@ -215,7 +219,8 @@ def _attacked_model_options(command):
 
 
 def _attacked_model(plot: str, n: int, *, dataset: str, data_dir: Path, model: str, defense: str, attack: str,
-                    epochs: int | None, batch_size: int, train_eps: float | None, seed: int, device: str,
+                    epochs: int | None, batch_size: int, train_eps: float | None, lr_schedule: str,
+                    early_stop: int | None, optimizer: str | None, seed: int, device: str,
                     cache_dir: Path | None, out: Path | None, quiet: bool):
     """The checked output file, the trained model, the attack, the first ``n`` test points and the class names."""
     import torch
@@ -232,6 +237,7 @@ def _attacked_model(plot: str, n: int, *, dataset: str, data_dir: Path, model: s
     plotting.check_output(path)  # before any training or attack
     network, data = trained_model(
         model=model, defense=defense, dataset=dataset, epochs=epochs, batch_size=batch_size, train_eps=train_eps,
+        lr_schedule=lr_schedule, early_stop=early_stop, optimizer=optimizer,
         device=device, seed=seed, data_dir=data_dir, cache_dir=cache_dir, progress=not quiet, registry=registry,
     )
     on = next(network.parameters()).device

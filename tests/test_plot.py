@@ -239,6 +239,19 @@ def test_cli_examples_and_confusion_on_a_tiny_trained_model(capsys, tmp_path):
     assert (tmp_path / "confusion.svg").read_text().startswith("<?xml")
 
 
+def test_cli_plots_reach_a_model_trained_with_the_run_training_options(capsys, tmp_path):
+    training = ["--cache-dir", str(tmp_path / "cache"), "--optimizer", "sgd[lr=0.05]", "--lr-schedule", "cosine"]
+    status, _, err = run_cli(capsys, "run", "--dataset", "synthetic[n_train=64,n_test=16,classes=3]", "--models", "cnn",
+                             "--defenses", "none", "--attacks", "fgsm", "--eps", "0,0.1", "--epochs", "1", "--quiet",
+                             "--device", "cpu", "--out", str(tmp_path / "lb"), *training)
+    assert status == 0, err
+    checkpoints = sorted((tmp_path / "cache").iterdir())
+    status, _, err = run_cli(capsys, "plot", "confusion", *TINY_IMAGES, *training, "--attack", "fgsm", "--eps", "0.1",
+                             "--n-examples", "8", "--out", str(tmp_path / "confusion.png"))
+    assert status == 0, err
+    assert sorted((tmp_path / "cache").iterdir()) == checkpoints  # the run's weights, not a new training
+
+
 @pytest.mark.parametrize("args, message", [
     (["examples", "--eps", "0"], "--eps needs a value > 0"),
     (["examples", "--eps", "2"], "must lie in [0, 1]"),
