@@ -293,10 +293,11 @@ def run(
         leaderboard.ensure_writable(out_dir)
     shard_index, shard_count = parse_shard(shard)
     # Jobs are dealt to shards in turn, so that every shard gets a share of each model.
-    jobs = _jobs(builders, recipes, trainers)[shard_index - 1 :: shard_count]
+    all_jobs = _jobs(builders, recipes, trainers)
+    jobs = all_jobs[shard_index - 1 :: shard_count]
     if not jobs:
         raise UsageError(f"--shard {shard_index}/{shard_count} gets no work: this run has only "
-                         f"{len(_jobs(builders, recipes, trainers))} trained model(s) to share out; use fewer shards")
+                         f"{len(all_jobs)} trained model(s) to share out; use fewer shards")
     if executor not in _EXECUTORS:
         raise UsageError(f"unknown executor {executor!r}; valid choices: {', '.join(_EXECUTORS)}")
 
@@ -682,6 +683,8 @@ class _EvaluationSettings:
     # passes were counted is among them, since a total of unknowns is unknown.
     forward_images: int | None = 0
     backward_images: int | None = 0
+    # Fingerprints of the first n evaluated points, by n: hashing the test set once, not once per cell.
+    fingerprints: dict[int, str] = field(default_factory=dict)
 
     def work(self) -> dict[str, int | None]:
         return {"cells_computed": self.computed, "cells_reused": self.reused,
@@ -695,10 +698,39 @@ class _EvaluationSettings:
                                                    "provider": self.providers.get(attack.name)},
             "eps": float(eps),
             "n": n,
-            "test_points": digest(self.x[:n], self.y[:n]),
+            "test_points": self._fingerprint(n),
             "device": self.device,
             "torch": torch.__version__,
         }
+
+    def _fingerprint(self, n: int) -> str:
+        if n not in self.fingerprints:
+            self.fingerprints[n] = digest(self.x[:n], self.y[:n])
+        return self.fingerprints[n]
+
+    def clean(self, row_key: dict[str, Any], model: nn.Module, n: int) -> _Outcome:
+        """The clean predictions of ``model`` on the first ``n`` points."""
+
+        def compute(counted: nn.Module) -> torch.Tensor:
+            torch.manual_seed(self.config.seed)  # a random model's clean predictions, too, are independent of the order
+            return predict(counted, self.x[:n], self.config.batch_size)
+
+        return self.predictions(self.result_key(row_key, None, 0.0, n), model, compute)
+
+    def attacked(
+        self, row_key: dict[str, Any], model: nn.Module, attack: Attack, eps: float, clean: torch.Tensor,
+        advance: Callable[[int], None],
+    ) -> _Outcome:
+        """The predictions of ``model`` under ``attack`` at ``eps`` on the first ``len(clean)`` points."""
+        n = len(clean)
+
+        def compute(counted: nn.Module) -> torch.Tensor:
+            torch.manual_seed(self.config.seed)  # each cell's randomness is independent of the matrix order
+            return adversarial_predictions(
+                counted, attack, self.x[:n], self.y[:n], eps, clean, self.config.batch_size, advance=advance
+            )
+
+        return self.predictions(self.result_key(row_key, attack, eps, n), model, compute)
 
     def predictions(
         self, key: dict[str, Any], model: nn.Module, compute: Callable[[nn.Module], torch.Tensor]
@@ -839,16 +871,12 @@ def _evaluate_defense(
 
 
 def _evaluate_group(row: _Row, row_key: dict[str, Any], builder: ModelBuilder, settings: _EvaluationSettings) -> list[Cell]:
-    x, y, grid, bars, config = settings.x, settings.y, settings.grid, settings.bars, settings.config
+    x, y, grid, bars = settings.x, settings.y, settings.grid, settings.bars
     fields = {"model": builder.label, "defense": row.defense, "n": len(x), "evaluation": row.evaluation}
     labels = [label for label, _ in row.threats]
 
-    def clean_predictions(model: nn.Module) -> torch.Tensor:
-        torch.manual_seed(config.seed)  # a random model's clean predictions, too, are independent of the matrix order
-        return predict(model, x, config.batch_size)
-
     try:
-        clean_outcome = settings.predictions(settings.result_key(row_key, None, 0.0, len(x)), row.model, clean_predictions)
+        clean_outcome = settings.clean(row_key, row.model, len(x))
     except Exception as error:
         message = f"clean evaluation failed: {type(error).__name__}: {error}"
         return _failed_group(builder.label, row.defense, labels, grid, len(x), message, row.evaluation)
@@ -861,26 +889,18 @@ def _evaluate_group(row: _Row, row_key: dict[str, Any], builder: ModelBuilder, s
         cells.append(clean_outcome.counts(score(label, 0.0, [clean], clean_outcome.seconds)))
         for eps in grid[1:]:
             where = f"{label} on {builder.label}/{row.defense} eps={eps:g}"
-
-            def attacked(model: nn.Module, attack: Attack = attack, eps: float = eps, where: str = where) -> torch.Tensor:
-                task = bars.add_task(where, total=int((clean == y).sum()))
-                torch.manual_seed(config.seed)  # each cell's randomness is independent of the matrix order
-                try:
-                    return adversarial_predictions(
-                        model, attack, x, y, eps, clean, config.batch_size, advance=lambda k: bars.advance(task, k)
-                    )
-                finally:
-                    bars.remove_task(task)
-
+            task = bars.add_task(where, total=int((clean == y).sum()))
             start = time.perf_counter()
             try:
-                outcome = settings.predictions(settings.result_key(row_key, attack, eps, len(x)), row.model, attacked)
+                outcome = settings.attacked(row_key, row.model, attack, eps, clean, lambda k: bars.advance(task, k))
             except Exception as error:  # a failing attack fails only its own cell
                 message = f"{type(error).__name__}: {error}"
                 bars.console.print(f"[red]{where} failed: {message}[/red]")
                 cells.append(Cell(**fields, attack=label, eps=eps, accuracy=None, correct=None,
                                   seconds=time.perf_counter() - start, status="failed", error=message))
                 continue
+            finally:
+                bars.remove_task(task)
             outcomes[label][eps] = outcome.predictions
             cells.append(outcome.counts(score(label, eps, [outcome.predictions], outcome.seconds)))
     for eps in grid:
@@ -904,15 +924,9 @@ def _large_eps_probe(
     linf = [(label, attack) for label, attack in row.threats if attack.norm == "linf"]
     if settings.target is not None or not linf or max(settings.grid) >= SANITY_EPS:
         return None
-    config = settings.config
-    x, y = settings.x[:SANITY_POINTS], settings.y[:SANITY_POINTS]
-
-    def clean_predictions(model: nn.Module) -> torch.Tensor:
-        torch.manual_seed(config.seed)
-        return predict(model, x, config.batch_size)
-
+    y = settings.y[:SANITY_POINTS]
     try:
-        clean = settings.predictions(settings.result_key(row_key, None, 0.0, len(x)), row.model, clean_predictions).predictions
+        clean = settings.clean(row_key, row.model, len(y)).predictions
     except Exception:  # the cells already record why this model cannot be evaluated
         return None
     robust = clean == y
@@ -922,17 +936,10 @@ def _large_eps_probe(
                                   total=len(linf) * int(robust.sum()))
     try:
         for label, attack in linf:
-
-            def attacked(model: nn.Module, attack: Attack = attack) -> torch.Tensor:
-                torch.manual_seed(config.seed)
-                return adversarial_predictions(
-                    model, attack, x, y, SANITY_EPS, clean, config.batch_size,
-                    advance=lambda k: settings.bars.advance(task, k),
-                )
-
             try:
-                key = settings.result_key(row_key, attack, SANITY_EPS, len(x))
-                predicted = settings.predictions(key, row.model, attacked).predictions
+                predicted = settings.attacked(
+                    row_key, row.model, attack, SANITY_EPS, clean, lambda k: settings.bars.advance(task, k)
+                ).predictions
             except Exception as error:
                 accuracy[label], errors[label] = None, f"{type(error).__name__}: {error}"
                 continue
@@ -985,7 +992,7 @@ def _failed_group(
 
 
 def _frame(cells: list[Cell]) -> pd.DataFrame:
-    return _counts_as_integers(pd.DataFrame([vars(cell) for cell in cells], columns=list(Cell.__dataclass_fields__)))
+    return _counts_as_integers(pd.DataFrame(_records(cells), columns=list(Cell.__dataclass_fields__)))
 
 
 def _counts_as_integers(frame: pd.DataFrame) -> pd.DataFrame:
