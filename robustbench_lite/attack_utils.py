@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import hashlib
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -73,6 +75,85 @@ def loss_gradient(
     if samples == 1:
         return gradient_sum, loss_sum
     return gradient_sum / samples, loss_sum / samples
+
+
+class _SampleStreams:
+    """Random streams of the points being attacked: point ``ids[i]`` of the evaluated set, draw ``k`` of
+    the attack, always gives the same numbers, whichever other points share its batch."""
+
+    def __init__(self, seed: int, ids: list[int]) -> None:
+        self.seed, self.ids, self.draws = seed, ids, [0]  # the draw counter is shared with narrowed views
+
+    def narrowed(self, rows: list[int]) -> _SampleStreams:
+        view = _SampleStreams(self.seed, [self.ids[row] for row in rows])
+        view.draws = self.draws
+        return view
+
+    def generators(self) -> list[torch.Generator]:
+        draw = self.draws[0]
+        self.draws[0] += 1
+        generators = []
+        for point in self.ids:
+            seed = int.from_bytes(hashlib.sha256(f"{self.seed}/{point}/{draw}".encode()).digest()[:8], "little")
+            generators.append(torch.Generator().manual_seed(seed))
+        return generators
+
+
+_STREAMS: contextvars.ContextVar[_SampleStreams | None] = contextvars.ContextVar("sample_streams", default=None)
+
+
+@contextlib.contextmanager
+def sample_streams(seed: int, ids: torch.Tensor | list[int]) -> Iterator[None]:
+    """Inside the block, :func:`uniform_like` and :func:`normal_like` give each row of a batch the random
+    numbers of the point it is (``ids``: its index in the evaluated set), not those of its position.
+
+    The evaluation wraps every attacked batch in this, so an attack's result for a point does not
+    depend on which other points were attacked with it: the matrix can skip points already broken
+    at a smaller eps, or halve a batch that ran out of memory, without changing any number.
+    """
+    token = _STREAMS.set(_SampleStreams(seed, [int(i) for i in ids]))
+    try:
+        yield
+    finally:
+        _STREAMS.reset(token)
+
+
+@contextlib.contextmanager
+def subset_streams(rows: torch.Tensor) -> Iterator[None]:
+    """For an attack that goes on with a subset ``x[rows]`` of its batch: the streams of those rows."""
+    streams = _STREAMS.get()
+    if streams is None:
+        yield
+        return
+    token = _STREAMS.set(streams.narrowed(rows.tolist()))
+    try:
+        yield
+    finally:
+        _STREAMS.reset(token)
+
+
+def _per_point(like: torch.Tensor, fill: Callable[[torch.Tensor, torch.Generator], torch.Tensor]) -> torch.Tensor | None:
+    streams = _STREAMS.get()
+    if streams is None:
+        return None
+    if len(streams.ids) != len(like):
+        raise ValueError(f"a batch of {len(like)} drawn within sample streams of {len(streams.ids)} points; "
+                         "narrow them with subset_streams")
+    rows = [fill(torch.empty(like.shape[1:], dtype=like.dtype), generator) for generator in streams.generators()]
+    return torch.stack(rows).to(like.device) if rows else torch.empty_like(like)
+
+
+def uniform_like(like: torch.Tensor, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+    """Uniform noise on [low, high) shaped like ``like``: per point inside :func:`sample_streams`, else
+    from the global generator (``torch.empty_like(like).uniform_(low, high)``)."""
+    noise = _per_point(like, lambda row, generator: row.uniform_(low, high, generator=generator))
+    return torch.empty_like(like).uniform_(low, high) if noise is None else noise
+
+
+def normal_like(like: torch.Tensor) -> torch.Tensor:
+    """Standard normal noise shaped like ``like``, per point as :func:`uniform_like`."""
+    noise = _per_point(like, lambda row, generator: row.normal_(generator=generator))
+    return torch.empty_like(like).normal_() if noise is None else noise
 
 
 def per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ where ``gradient`` chooses what attacks see when they differentiate through the 
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .attack_utils import check_bounds
+from .attack_utils import check_bounds, sample_streams
 from .errors import RblError
 from .interfaces import Attack, Defense
 
@@ -135,23 +136,32 @@ def adversarial_predictions(
     x: torch.Tensor,
     y: torch.Tensor,
     eps: float,
-    clean_predictions: torch.Tensor,
+    predictions: torch.Tensor,
     batch_size: int,
     advance: Callable[[int], None] = lambda samples: None,
+    *,
+    candidates: torch.Tensor | None = None,
+    seed: int | None = None,
 ) -> torch.Tensor:
-    """Predicted labels after ``attack`` at ``eps``; misclassified points keep their clean prediction.
+    """Predicted labels after ``attack`` at ``eps`` of the ``candidates`` (by default the points that
+    ``predictions`` classifies correctly, so misclassified points are never attacked); every other
+    point keeps its entry of ``predictions``.
 
-    A batch that runs out of device memory is retried in halves (down to single points), with a
-    warning, so that a batch size chosen for a smaller model or GPU does not fail the cell.
+    With ``seed`` each attacked batch runs inside :func:`~robustbench_lite.attack_utils.sample_streams`
+    (a point's index in ``x`` is its stream), so a point's result does not depend on the rest of its
+    batch. A batch that runs out of device memory is retried in halves (down to single points), with
+    a warning, so that a batch size chosen for a smaller model or GPU does not fail the cell.
     """
-    predictions = clean_predictions.clone()
-    candidates = (clean_predictions == y).nonzero().flatten()
+    predictions = predictions.clone()
+    mask = predictions == y if candidates is None else candidates
+    indices = mask.nonzero().flatten()
     start = 0
-    while start < len(candidates):
-        index = candidates[start : start + batch_size]
+    while start < len(indices):
+        index = indices[start : start + batch_size]
         x_batch, y_batch = x[index], y[index]
         try:
-            x_adv = attack.perturb(model, x_batch, y_batch, eps)
+            with sample_streams(seed, index) if seed is not None else contextlib.nullcontext():
+                x_adv = attack.perturb(model, x_batch, y_batch, eps)
         except torch.OutOfMemoryError:
             if len(index) == 1:
                 raise

@@ -719,18 +719,35 @@ class _EvaluationSettings:
 
     def attacked(
         self, row_key: dict[str, Any], model: nn.Module, attack: Attack, eps: float, clean: torch.Tensor,
-        advance: Callable[[int], None],
+        advance: Callable[[int], None], carried: _Carried | None = None,
     ) -> _Outcome:
-        """The predictions of ``model`` under ``attack`` at ``eps`` on the first ``len(clean)`` points."""
+        """The predictions of ``model`` under ``attack`` at ``eps`` on the first ``len(clean)`` points.
+
+        ``carried`` holds the attack's results at the smaller eps of the grid: the points where it
+        already reached its goal keep that result (their example lies in this larger ball too) and
+        only the others are attacked. Each point draws its own random numbers (``sample_streams``),
+        so a point attacked gets the result it would get were every point attacked.
+        """
         n = len(clean)
+        carried = carried or _Carried([], clean)
+        candidates = self.candidates(clean, carried)
 
         def compute(counted: nn.Module) -> torch.Tensor:
-            torch.manual_seed(self.config.seed)  # each cell's randomness is independent of the matrix order
+            torch.manual_seed(self.config.seed)  # attacks drawing from the global generator: independent of the order
             return adversarial_predictions(
-                counted, attack, self.x[:n], self.y[:n], eps, clean, self.config.batch_size, advance=advance
+                counted, attack, self.x[:n], self.y[:n], eps, carried.predictions, self.config.batch_size,
+                advance=advance, candidates=candidates, seed=self.config.seed,
             )
 
-        return self.predictions(self.result_key(row_key, attack, eps, n), model, compute)
+        key = self.result_key(row_key, attack, eps, n)
+        return self.predictions({**key, "earlier_eps": carried.eps}, model, compute)
+
+    def candidates(self, clean: torch.Tensor, carried: _Carried) -> torch.Tensor:
+        """The points to attack: clean-correct ones where the attack has not yet reached its goal, the
+        target class (targeted runs) or any wrong class."""
+        y = self.y[: len(clean)]
+        reached = carried.predictions == self.target if self.target is not None else carried.predictions != y
+        return (clean == y) & ~reached
 
     def predictions(
         self, key: dict[str, Any], model: nn.Module, compute: Callable[[nn.Module], torch.Tensor]
@@ -779,6 +796,15 @@ class _Outcome:
         """``cell`` with this outcome's pass counts."""
         cell.forward_images, cell.backward_images = self.forward_images, self.backward_images
         return cell
+
+
+@dataclass
+class _Carried:
+    """One attack's results at the smaller eps of the grid: the eps computed, and per point the
+    prediction at the first of them where the attack reached its goal (else the latest one)."""
+
+    eps: list[float]
+    predictions: torch.Tensor
 
 
 @dataclass
@@ -887,12 +913,15 @@ def _evaluate_group(row: _Row, row_key: dict[str, Any], builder: ModelBuilder, s
     for label, attack in row.threats:
         outcomes[label] = {0.0: clean}
         cells.append(clean_outcome.counts(score(label, 0.0, [clean], clean_outcome.seconds)))
+        carried = _Carried([], clean)
         for eps in grid[1:]:
             where = f"{label} on {builder.label}/{row.defense} eps={eps:g}"
-            task = bars.add_task(where, total=int((clean == y).sum()))
+            task = bars.add_task(where, total=int(settings.candidates(clean, carried).sum()))
             start = time.perf_counter()
             try:
-                outcome = settings.attacked(row_key, row.model, attack, eps, clean, lambda k: bars.advance(task, k))
+                outcome = settings.attacked(
+                    row_key, row.model, attack, eps, clean, lambda k: bars.advance(task, k), carried
+                )
             except Exception as error:  # a failing attack fails only its own cell
                 message = f"{type(error).__name__}: {error}"
                 bars.console.print(f"[red]{where} failed: {message}[/red]")
@@ -902,6 +931,7 @@ def _evaluate_group(row: _Row, row_key: dict[str, Any], builder: ModelBuilder, s
             finally:
                 bars.remove_task(task)
             outcomes[label][eps] = outcome.predictions
+            carried = _Carried(carried.eps + [eps], outcome.predictions)
             cells.append(outcome.counts(score(label, eps, [outcome.predictions], outcome.seconds)))
     for eps in grid:
         cell = score(WORST_CASE, eps, [per_eps[eps] for per_eps in outcomes.values() if eps in per_eps], 0.0)
@@ -1069,5 +1099,7 @@ def _metadata(
             **({"optimizer": config.optimizer} if config.optimizer is not None else {}),
         },
         "protocol": "robust = correct on the clean input and on the attacked input; eps = 0 is clean accuracy; "
+        "a point an attack broke at a smaller eps of the grid stays broken (its example lies in the larger ball) "
+        "and is not attacked again; random starts are drawn per point, independent of the batch; "
         "worst-case = per-sample minimum over the attacks; R&G = sum over the eps grid of the accuracies in %",
     }

@@ -211,9 +211,13 @@ def test_each_cell_counts_its_model_passes_and_reused_cells_keep_them(tmp_path):
     assert (cell["fgsm", 0.0].forward_images, cell["fgsm", 0.0].backward_images) == (48, 0)
     # FGSM: one gradient per clean-correct point, then the scoring pass.
     assert (cell["fgsm", 0.1].forward_images, cell["fgsm", 0.1].backward_images) == (2 * candidates, candidates)
-    # PGD-7 with 2 restarts: 7 gradients per restart, one pass to pick the better restart each, scoring.
-    assert cell["pgd[steps=7,restarts=2]", 0.3].backward_images == 14 * candidates
-    assert cell["pgd[steps=7,restarts=2]", 0.3].forward_images == (14 + 2 + 1) * candidates
+    # PGD-7 with 2 restarts: 7 gradients per restart, one pass to pick the better restart each, scoring;
+    # at eps = 0.3 only on the points it left correct at 0.1.
+    pgd = "pgd[steps=7,restarts=2]"
+    assert cell[pgd, 0.1].backward_images == 14 * candidates
+    assert cell[pgd, 0.1].forward_images == (14 + 2 + 1) * candidates
+    assert 0 < cell[pgd, 0.1].correct < candidates
+    assert cell[pgd, 0.3].backward_images == 14 * cell[pgd, 0.1].correct
     assert cell["worst-case", 0.1].backward_images is None  # computed from the others, no passes of its own
     again = run(**settings)
     assert again.attrs["metadata"]["work"]["cells_computed"] == 0

@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
-from robustbench_lite.attack_utils import loss_gradient, per_sample, project_linf
+from robustbench_lite.attack_utils import loss_gradient, per_sample, project_linf, subset_streams, uniform_like
 from robustbench_lite.errors import UsageError
 from robustbench_lite.interfaces import Attack
 from robustbench_lite.options import Option
@@ -119,7 +119,8 @@ class APGD(Attack):
             pending = (~result.success).nonzero().squeeze(1)
             if len(pending) == 0:
                 break
-            rerun = self._run(model, x[pending], y[pending], None if target is None else target[pending], eps)
+            with subset_streams(pending):
+                rerun = self._run(model, x[pending], y[pending], None if target is None else target[pending], eps)
             better = rerun.success | (rerun.best_loss > result.best_loss[pending])
             chosen = pending[better]
             result.x_adv[chosen] = rerun.x_adv[better]
@@ -166,7 +167,7 @@ class APGD(Attack):
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, eps: float
     ) -> APGDResult:
         # Random start on the ball's surface: uniform noise scaled so that its largest coordinate is eps.
-        noise = 2 * torch.rand_like(x) - 1
+        noise = 2 * uniform_like(x) - 1
         largest = noise.flatten(1).abs().amax(dim=1).clamp_min(1e-12)
         start = project_linf(x + eps * noise / per_sample(largest, x), x, eps)
         gradient, loss, reached = self._evaluate(model, start, y, target)

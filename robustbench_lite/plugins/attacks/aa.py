@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from robustbench_lite.attack_utils import subset_streams
 from robustbench_lite.hookspecs import Register, hookimpl
 from robustbench_lite.interfaces import Attack
 from robustbench_lite.options import Option
@@ -56,7 +57,8 @@ class AutoAttack(Attack):
             index = robust.nonzero().squeeze(1)
             if len(index) == 0:
                 return
-            candidates = attack.perturb(model, x[index], y[index], eps)
+            with subset_streams(index):
+                candidates = attack.perturb(model, x[index], y[index], eps)
             with torch.no_grad():
                 fooled = model(candidates).argmax(dim=1) != y[index]
             x_adv[index[fooled]] = candidates[fooled]

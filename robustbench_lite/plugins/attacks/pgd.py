@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robustbench_lite.attack_utils import cross_entropy, project_linf
+from robustbench_lite.attack_utils import cross_entropy, project_linf, uniform_like
 from robustbench_lite.hookspecs import hookimpl
 from robustbench_lite.interfaces import Attack
 from robustbench_lite.options import Option
@@ -45,7 +45,7 @@ class PGD(Attack):
     def _run(self, model: nn.Module, x: torch.Tensor, goal: Goal, eps: float) -> torch.Tensor:
         x_start = x.clone()
         if self.random_start:
-            x_start = project_linf(x + torch.empty_like(x).uniform_(-eps, eps), x, eps)
+            x_start = project_linf(x + uniform_like(x, -eps, eps), x, eps)
         step = step_size(eps, self.rel_step_size, self.steps)
         return signed_gradient_steps(model, x, x_start, goal, eps, step, self.steps, self.eot, loss=self.objective)
 

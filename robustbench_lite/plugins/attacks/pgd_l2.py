@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robustbench_lite.attack_utils import loss_gradient, normalize_l2, per_sample, project_l2
+from robustbench_lite.attack_utils import loss_gradient, normal_like, normalize_l2, per_sample, project_l2, uniform_like
 from robustbench_lite.hookspecs import hookimpl
 from robustbench_lite.interfaces import Attack
 from robustbench_lite.options import Option
@@ -49,8 +49,8 @@ class PGDL2(Attack):
 
 def random_l2_start(x: torch.Tensor, eps: float) -> torch.Tensor:
     """x plus a random perturbation of l2 norm at most eps, clipped to [0, 1]."""
-    direction = normalize_l2(torch.empty_like(x).normal_())
-    radius = torch.empty(len(x), dtype=x.dtype, device=x.device).uniform_(0, 1) * eps
+    direction = normalize_l2(normal_like(x))
+    radius = uniform_like(x.new_empty(len(x))) * eps
     return torch.clamp(x + direction * per_sample(radius, x), 0.0, 1.0)
 
 
