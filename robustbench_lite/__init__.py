@@ -16,6 +16,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
+from .acceleration import Acceleration  # noqa: E402
 from .errors import DatasetMissingError, RblError, UsageError  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
 from .interfaces import Attack, Dataset, DatasetLoader, Defense, ModelBuilder, TrainingContext  # noqa: E402
@@ -46,7 +47,7 @@ def get_dataset(spec: str, **options) -> DatasetLoader:
 
 
 __all__ = [
-    "Attack", "Dataset", "DatasetLoader", "DatasetMissingError", "Defense", "ModelBuilder", "Option", "RblError",
+    "Acceleration", "Attack", "Dataset", "DatasetLoader", "DatasetMissingError", "Defense", "ModelBuilder", "Option", "RblError",
     "TrainingContext", "UsageError", "__version__", "accuracy_table", "build_model", "default_registry",
     "get_attack", "get_dataset", "get_defense", "get_model", "hookimpl", "ranking", "run", "success_table",
     "trained_model",

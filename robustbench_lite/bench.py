@@ -38,6 +38,7 @@ from tabulate import tabulate
 from torch import nn
 
 from . import __version__
+from .acceleration import Acceleration
 from .attack_utils import check_bounds, loss_gradient
 from .errors import UsageError
 from .evaluation import PassCounter
@@ -67,6 +68,7 @@ class Workload:
     model: nn.Module  # eval mode, parameters frozen
     x: torch.Tensor
     y: torch.Tensor
+    acceleration: dict[str, Any] = field(default_factory=dict)  # Acceleration settings the model runs with
 
     @property
     def batch_size(self) -> int:
@@ -95,9 +97,11 @@ def shape_text(shape: Sequence[int]) -> str:
 
 
 def make_workload(
-    model: str, batch_size: int, device: str | torch.device = "cpu", seed: int = 0, registry: Registry | None = None
+    model: str, batch_size: int, device: str | torch.device = "cpu", seed: int = 0, registry: Registry | None = None,
+    acceleration: Acceleration | None = None,
 ) -> Workload:
-    """A freshly initialised model (spec ``name[options]@CxHxW``) and a batch of uniform noise for it."""
+    """A freshly initialised model (spec ``name[options]@CxHxW``) and a batch of uniform noise for it,
+    the model run with ``acceleration``'s precision, memory format and compilation."""
     registry = registry or default_registry()
     spec, shape = parse_model_spec(model)
     builder = registry.create("models", spec)
@@ -110,12 +114,14 @@ def make_workload(
         y_test=torch.zeros(batch_size, dtype=torch.long), classes=[str(k) for k in range(NUM_CLASSES)],
         mean=[UNIFORM_MEAN] * shape[0], std=[UNIFORM_STD] * shape[0], source="uniform noise",
     )
-    network = build_model(builder, data, seed).to(device).eval().requires_grad_(False)
+    acceleration = acceleration or Acceleration()
+    network = acceleration.apply(build_model(builder, data, seed).to(device).eval().requires_grad_(False))
     x = x.to(device)
     with torch.no_grad():
         y = network(x).argmax(dim=1)
     loss_gradient(network, x, y)  # warm up kernels and the allocator, so that no measurement pays for it
-    return Workload(label=f"{builder.label}@{shape_text(shape)}", model=network, x=x, y=y)
+    return Workload(label=f"{builder.label}@{shape_text(shape)}", model=network, x=x, y=y,
+                    acceleration=acceleration.settings())
 
 
 def synchronize(device: torch.device) -> None:
@@ -253,6 +259,7 @@ class Measurement:
     torchattacks_forward_passes: float | None = None
     torchattacks_gradient_evaluations: float | None = None
     torch_threads: int = field(default_factory=torch.get_num_threads)
+    acceleration: dict[str, Any] = field(default_factory=dict)  # the model's precision, memory format, compilation
 
     @property
     def images_per_s(self) -> float:
@@ -317,7 +324,7 @@ def measure(
         attack=attack.label, model=workload.label, batch_size=workload.batch_size, device=str(workload.device),
         eps=eps, settings=dict(attack.settings), seconds=ours.seconds, forward_passes=ours.forward_passes,
         gradient_evaluations=ours.gradient_evaluations, bound_seconds=bound, forward_seconds=forward,
-        forward_backward_seconds=forward_backward,
+        forward_backward_seconds=forward_backward, acceleration=dict(workload.acceleration),
     )
     probe = torchattacks_counterpart(attack, workload.model, eps) if torchattacks else None
     if probe is not None:
@@ -363,8 +370,12 @@ def bench(
     torchattacks: bool = True,
     progress: Callable[[str], None] | None = None,
     registry: Registry | None = None,
+    acceleration: Acceleration | None = None,
 ) -> list[Measurement]:
     """:func:`measure` every attack on every model at every batch size; what ``rbl bench`` runs.
+
+    With ``acceleration`` the model runs in that precision, memory format and compilation for all
+    three measurements (ours, the bound and torchattacks).
 
     Every name is checked before any work starts: an unknown one raises UsageError.
     """
@@ -387,7 +398,7 @@ def bench(
     results = []
     for model in model_list:
         for size in sizes:
-            workload = make_workload(model, size, resolved, seed, registry)
+            workload = make_workload(model, size, resolved, seed, registry, acceleration)
             for attack in attack_list:
                 if progress:
                     progress(f"{attack.label} on {workload.label}, batch {size}")
@@ -431,7 +442,9 @@ def describe_setting(measurements: Sequence[Measurement], repeats: int) -> str:
     devices = ", ".join(sorted({m.device for m in measurements})) or "no measurements"
     threads = ", ".join(str(t) for t in sorted({m.torch_threads for m in measurements}))
     eps = ", ".join(f"{norm} eps {value:.4g}" for norm, value in EPS.items())
-    return f"{devices} ({threads} torch threads), {eps}, best of {repeats} run(s)"
+    accelerations = sorted({json.dumps(m.acceleration, sort_keys=True) for m in measurements if m.acceleration})
+    accelerated = f", model run with {'; '.join(accelerations)}" if accelerations else ""
+    return f"{devices} ({threads} torch threads), {eps}, best of {repeats} run(s){accelerated}"
 
 
 def metadata(repeats: int, seed: int) -> dict[str, Any]:

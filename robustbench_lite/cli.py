@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__
+from .acceleration import PRECISIONS, Acceleration
 from .bench import bench, describe_setting, format_table, write_json
 from .errors import RblError
 from .leaderboard import FORMATS, ensure_writable, ranking, render, write
@@ -33,6 +34,25 @@ EXIT_USAGE = 2
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
     print(f"rbl: warning: {message}", file=sys.stderr)
+
+
+def _acceleration_options(command):
+    """The model's precision, memory format and compilation, shared by `rbl run` and `rbl bench`."""
+    options = [
+        click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+                     help="bf16: forward passes under bfloat16 autocast (faster on recent GPUs; can change numbers, "
+                          "so results are kept apart)."),
+        click.option("--channels-last", is_flag=True, help="Weights and image batches in NHWC memory order (cuDNN's fastest convolutions)."),
+        click.option("--compile", "compile_model", is_flag=True, help="Run the model through torch.compile."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _pop_acceleration(options: dict) -> dict:
+    return {"precision": options.pop("precision"), "channels_last": options.pop("channels_last"),
+            "compile": options.pop("compile_model")}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -82,11 +102,15 @@ def cli() -> None:
                    "names or a local one; needs the [ray] extra.")
 @click.option("--deterministic", is_flag=True,
               help="Deterministic kernels only (repeatable CUDA numbers, slower); CPU runs are repeatable anyway.")
+@click.option("--eval-batch-size", type=int, default=None, metavar="N",
+              help="Points per attacked batch; larger fills a GPU (halved on out-of-memory). [default: --batch-size]")
+@_acceleration_options
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def run_command(**options) -> None:
     """Train (or load) every model under every defense, run every attack at every eps, write the leaderboard."""
     quiet = options.pop("quiet")
     options["use_cache"] = not options.pop("no_cache")
+    options["acceleration"] = Acceleration(eval_batch_size=options.pop("eval_batch_size"), **_pop_acceleration(options))
     command = shlex.join(["rbl", *sys.argv[1:]]) if Path(sys.argv[0]).name == "rbl" else None
     frame = run(**options, progress=not quiet, command=command)
     click.echo(ranking(frame).to_markdown(index=False, floatfmt=".2f", missingval="failed"))
@@ -130,11 +154,13 @@ def list_command(kind: str | None) -> None:
               help="Timed runs of each implementation; the best counts.")
 @click.option("--no-torchattacks", is_flag=True, help="Skip the comparison with torchattacks.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write every figure to this JSON file.")
+@_acceleration_options
 def bench_command(attacks: str, models: str, batch_size: str, device: str, repeats: int, no_torchattacks: bool,
-                  json_path: Path | None) -> None:
+                  json_path: Path | None, **acceleration) -> None:
     """Attack throughput in images/s, against the bound of the model's passes and against torchattacks."""
     measurements = bench(attacks, models, batch_size, device, repeats, torchattacks=not no_torchattacks,
-                         progress=lambda text: click.echo(f"measuring {text}", err=True))
+                         progress=lambda text: click.echo(f"measuring {text}", err=True),
+                         acceleration=Acceleration(**_pop_acceleration(acceleration)))
     click.echo(format_table(measurements))
     click.echo(f"{describe_setting(measurements, repeats)}; ratios are time ratios: ours/bound >= 1 is the overhead "
                "over the model's own passes, ours/torchattacks < 1 means ours is faster")

@@ -39,6 +39,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from . import leaderboard
+from .acceleration import Acceleration, device_tuning
 from .errors import UsageError
 from .evaluation import PassCounter, adversarial_predictions, defended, predict
 from .leaderboard import WORST_CASE
@@ -244,6 +245,7 @@ def run(
     shard: str | None = None,
     deterministic: bool = False,
     executor: str = "local",
+    acceleration: Acceleration | None = None,
     registry: Registry | None = None,
 ) -> pd.DataFrame:
     """Run the attack x defense x eps matrix and return one row per cell (see :class:`Cell`).
@@ -269,6 +271,8 @@ def run(
     ``deterministic`` makes CUDA runs repeatable (see :func:`deterministic_mode`); CPU runs always are.
     ``executor`` ``"ray"`` runs each trained model's job (training, then its cells) as a Ray task
     (see :func:`_ray_jobs`); ``"local"`` runs them one after another in this process.
+    ``acceleration`` sets the evaluation's batch size, precision, memory format and compilation
+    (see :mod:`robustbench_lite.acceleration`).
     """
     started = time.perf_counter()
     registry = registry or default_registry()
@@ -338,12 +342,15 @@ def run(
                  for kind, plugins in (("models", builders), ("defenses", [*recipes, *trainers.values()]),
                                        ("attacks", threats)) for plugin in plugins}
     metadata_["deterministic"] = deterministic
+    acceleration = acceleration or Acceleration()
+    if acceleration.settings():
+        metadata_["acceleration"] = acceleration.settings()
     run_id = store.start_run(benchmark, metadata_) if store is not None else None
     # Deterministic kernels change CUDA numbers, so such results are kept apart; on CPU they are the same.
     device_label = torch_device.type + ("-deterministic" if deterministic and torch_device.type == "cuda" else "")
     context = _JobContext(
         data, config, torch_device, cache, grid, data.x_test[:n_eval], data.y_test[:n_eval], target_index, eot,
-        threats, store_path, use_cache, providers, device_label, deterministic,
+        threats, store_path, use_cache, providers, device_label, deterministic, acceleration,
     )
     finished: dict[int, _JobResult] = {}
     with _progress(progress) as bars:
@@ -405,6 +412,7 @@ class _JobContext:
     providers: dict[str, str]
     device_label: str
     deterministic: bool
+    acceleration: Acceleration
 
 
 @dataclass
@@ -430,13 +438,13 @@ def _run_job(job: _Job, context: _JobContext, bars: Progress) -> _JobResult:
     store = ResultsStore(context.store_path) if context.store_path is not None else None
     settings = _EvaluationSettings(
         context.grid, context.x.to(context.device), context.y.to(context.device), context.target, context.config,
-        context.eot, bars, store, context.reuse, context.providers, context.device_label,
+        context.eot, bars, store, context.reuse, context.providers, context.device_label, context.acceleration,
     )
     labels = [attack.label for attack in context.threats]
     cells: list[Cell] = []
     trainings: dict[str, Any] = {}
     evaluations: dict[str, Any] = {}
-    with deterministic_mode(context.deterministic):
+    with deterministic_mode(context.deterministic), device_tuning(context.device, context.deterministic):
         try:
             model, record = _train_with_progress(
                 job.builder, job.trainer, context.data, context.config, context.device, context.cache, bars
@@ -449,6 +457,7 @@ def _run_job(job: _Job, context: _JobContext, bars: Progress) -> _JobResult:
                 trainings[f"{job.builder.label}/{recipe.label}"] = {"status": "failed", "error": message}
             return _JobResult(cells, trainings, evaluations, settings.work())
         config = context.config
+        model = context.acceleration.apply(model)
         for recipe in job.recipes:
             trainings[f"{job.builder.label}/{recipe.label}"] = {
                 "status": "ok", "seconds": round(record.seconds, 3), "from_cache": record.from_cache,
@@ -677,6 +686,7 @@ class _EvaluationSettings:
     reuse: bool  # whether results found in the store are reused
     providers: dict[str, str]  # plugin name -> the distribution (and version) that provides it
     device: str
+    acceleration: Acceleration
     computed: int = 0
     reused: int = 0
     # Model passes of every result used, reused ones included; None once a result stored before
@@ -701,7 +711,13 @@ class _EvaluationSettings:
             "test_points": self._fingerprint(n),
             "device": self.device,
             "torch": torch.__version__,
+            # only where set, so that results computed with the defaults keep their keys
+            **({"acceleration": self.acceleration.settings()} if self.acceleration.settings() else {}),
         }
+
+    @property
+    def batch_size(self) -> int:
+        return self.acceleration.eval_batch_size or self.config.batch_size
 
     def _fingerprint(self, n: int) -> str:
         if n not in self.fingerprints:
@@ -713,7 +729,7 @@ class _EvaluationSettings:
 
         def compute(counted: nn.Module) -> torch.Tensor:
             torch.manual_seed(self.config.seed)  # a random model's clean predictions, too, are independent of the order
-            return predict(counted, self.x[:n], self.config.batch_size)
+            return predict(counted, self.x[:n], self.batch_size)
 
         return self.predictions(self.result_key(row_key, None, 0.0, n), model, compute)
 
@@ -735,7 +751,7 @@ class _EvaluationSettings:
         def compute(counted: nn.Module) -> torch.Tensor:
             torch.manual_seed(self.config.seed)  # attacks drawing from the global generator: independent of the order
             return adversarial_predictions(
-                counted, attack, self.x[:n], self.y[:n], eps, carried.predictions, self.config.batch_size,
+                counted, attack, self.x[:n], self.y[:n], eps, carried.predictions, self.batch_size,
                 advance=advance, candidates=candidates, seed=self.config.seed,
             )
 

@@ -192,6 +192,8 @@ BAD_INPUTS = [
     ("unknown optimizer", ["--optimizer", "rmsprop"], "unknown optimizer 'rmsprop'; valid choices: adam, adamw, sgd"),
     ("store that is not a database", ["--db", "{files}/not-a-store.db"],
      "results store '{files}/not-a-store.db' is not a usable SQLite database"),
+    ("eval batch size zero", ["--eval-batch-size", "0"], "--eval-batch-size must be a positive number of points, got 0"),
+    ("unknown precision", ["--precision", "fp16"], "Invalid value for '--precision': 'fp16' is not one of 'fp32', 'bf16'"),
 ]
 
 
