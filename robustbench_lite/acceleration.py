@@ -3,8 +3,9 @@
 * ``eval_batch_size``: points per attacked batch (default: the training batch size). A GPU is
   filled by larger batches than training uses; a batch that runs out of memory is halved anyway.
 * ``precision="bf16"``: forward passes under bfloat16 autocast (inputs, gradients and
-  adversarial examples stay float32). Faster on recent GPUs, but logits change in the last bits,
-  so predictions can differ: such results are keyed and reported apart.
+  adversarial examples stay float32). Faster on recent GPUs, but bfloat16 keeps about three
+  significant digits, so predictions near the decision boundary can differ: such results are
+  keyed and reported apart.
 * ``channels_last``: the model's weights and its image inputs in NHWC memory order, which
   cuDNN's fastest convolutions (tensor cores) want.
 * ``compile``: the model goes through ``torch.compile`` (compiled once per input shape, so the
