@@ -129,3 +129,15 @@ def test_a_points_adversarial_example_does_not_depend_on_its_batch(spec):
     assert not torch.equal(in_batches(streams=False), attack.perturb(model, x, y, eps)[order])  # the global generator
     broken = model(whole).argmax(1) != y
     assert 0 < int(broken.sum()) < len(y)  # some points broken, some not: the restarts and subsets were used
+
+
+def test_targeted_runs_carry_the_points_already_moved_to_the_target(tmp_path):
+    frame = rbl.run(dataset="synthetic[n_train=512,n_test=96]", epochs=2, device="cpu", cache_dir=tmp_path / "cache",
+                    models="cnn", defenses="none", attacks="pgd", eps=[0.0, 0.2, 0.3, 0.4, 0.5], target=1)
+    row = frame.query("attack == 'pgd[target=1]' and eps > 0").sort_values("eps")
+    success = list(row["target_success"])
+    assert success == sorted(success) and success[-1] > 50 > success[0]
+    # PGD-10 attacks, at each eps, the clean-correct points of other classes not yet moved to the target.
+    targetable = row["backward_images"].iloc[0] // 10
+    hit = [round(rate * targetable / 100) for rate in success]
+    assert list(row["backward_images"] // 10) == [targetable] + [targetable - count for count in hit[:-1]]
