@@ -45,7 +45,7 @@ from .evaluation import PassCounter
 from .interfaces import Attack, Dataset
 from .options import PluginSpec, split_outside_brackets
 from .registry import Registry, default_registry
-from .runner import build_model, resolve_device
+from .runner import build_model, cpu_name, resolve_device
 
 # Budgets at which attacks are benchmarked, per norm: the usual CIFAR-10 ones. They matter only to
 # attacks that stop early (per sample, once fooled); the pass counts show how much work was done.
@@ -455,7 +455,7 @@ def metadata(repeats: int, seed: int) -> dict[str, Any]:
         torchattacks_version = None
     return {
         "robustbench_lite": __version__, "torch": torch.__version__, "torchattacks": torchattacks_version,
-        "python": platform.python_version(), "machine": platform.platform(), "processor": platform.processor(),
+        "python": platform.python_version(), "machine": platform.platform(), "processor": cpu_name(),
         "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "torch_threads": torch.get_num_threads(), "eps": EPS, "repeats": repeats, "seed": seed,
         "timing": "best of repeats, every run from the same seed",

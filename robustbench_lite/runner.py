@@ -1053,7 +1053,7 @@ def _records(cells: list[Cell]) -> list[dict[str, Any]]:
     return [vars(cell) for cell in cells]
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     """The CPU's model name where the OS tells it (Linux), else the architecture."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -1096,7 +1096,7 @@ def _metadata(
         "attacks": {attack.label: {"family": attack.family, "norm": attack.norm} for attack in threats},
         "device": {
             "type": device.type,
-            "name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+            "name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
             "cpus": os.cpu_count(),
             "threads": torch.get_num_threads(),
             "platform": platform.platform(),
