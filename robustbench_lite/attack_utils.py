@@ -111,7 +111,9 @@ def sample_streams(seed: int, ids: torch.Tensor | list[int]) -> Iterator[None]:
     depend on which other points were attacked with it: the matrix can skip points already broken
     at a smaller eps, or halve a batch that ran out of memory, without changing any number.
     """
-    token = _STREAMS.set(_SampleStreams(seed, [int(i) for i in ids]))
+    # One transfer for a tensor of indices (on a GPU, element-wise int() would sync once per point).
+    points = ids.tolist() if isinstance(ids, torch.Tensor) else [int(i) for i in ids]
+    token = _STREAMS.set(_SampleStreams(seed, points))
     try:
         yield
     finally:
