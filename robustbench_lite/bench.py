@@ -39,9 +39,9 @@ from torch import nn
 
 from . import __version__
 from .acceleration import Acceleration
-from .attack_utils import check_bounds, loss_gradient
+from .attack_utils import loss_gradient
 from .errors import UsageError
-from .evaluation import PassCounter
+from .evaluation import PassCounter, guarded_perturb, model_unchanged
 from .interfaces import Attack, Dataset
 from .options import PluginSpec, split_outside_brackets
 from .registry import Registry, default_registry
@@ -314,10 +314,13 @@ def measure(
     if isinstance(attack, str):
         attack = (registry or default_registry()).create("attacks", attack)
     eps = _eps(attack)
-    ours, x_adv = time_and_count(
-        lambda model: lambda: attack.perturb(model, workload.x, workload.y, eps), workload, repeats, seed, timer,
-    )
-    check_bounds(x_adv, workload.x, eps, attack.norm)  # a fast attack that escapes its ball is no result
+    # On copies, checked against the untouched batch: a fast attack that escapes its ball, edits its
+    # input in place or changes the model is no result.
+    with model_unchanged(workload.model, f"attack {attack.label!r}"):
+        ours, _ = time_and_count(
+            lambda model: lambda: guarded_perturb(model, attack, workload.x, workload.y, eps), workload, repeats, seed,
+            timer,
+        )
     forward, forward_backward = pass_seconds(workload, repeats)
     bound = ours.forward_passes * forward + ours.gradient_evaluations * max(forward_backward - forward, 0.0)
     result = Measurement(

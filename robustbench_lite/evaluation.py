@@ -4,6 +4,11 @@ Following AutoAttack's protocol a point counts as robust only if it is classifie
 both clean and attacked, so only the clean-correct points are attacked. Every adversarial
 batch is checked against the attack's eps-ball and [0, 1] before it is scored.
 
+Plugins never get a tensor the core relies on: attacks and preprocessing receive copies, every
+adversarial batch is checked against the core's own copy of the clean inputs
+(:func:`guarded_perturb`), and :func:`model_unchanged` fails and undoes any change a plugin
+makes to the model's parameters, buffers, hooks or modes.
+
 An inference-time defense is evaluated as ``nn.Sequential(Preprocess(defense, gradient), model)``,
 where ``gradient`` chooses what attacks see when they differentiate through the preprocessing.
 """
@@ -12,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -32,8 +37,7 @@ class _Substituted(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, transform: Callable[[torch.Tensor], torch.Tensor], identity: bool) -> torch.Tensor:
         ctx.identity = identity
-        out = transform(x)
-        return out.clone() if out is x else out  # autograd.Function must not return an input as is
+        return transform(x.clone())  # a copy: a preprocessing that edits in place must not reach the caller's tensor
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
@@ -58,7 +62,7 @@ class Preprocess(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gradient == "exact":
-            return self.defense.preprocess(x)
+            return self.defense.preprocess(x.clone())  # differentiable, and an in-place edit stays in the copy
         return _Substituted.apply(x, self.defense.preprocess, self.gradient == "identity")
 
     def extra_repr(self) -> str:
@@ -115,6 +119,83 @@ class NonFiniteOutputError(RblError):
     """The model produced NaN or infinite logits; such a cell is failed, never scored."""
 
 
+class ModelChangedError(RblError):
+    """A plugin changed the model it was given (weights, buffers, hooks or train/eval mode): the cell is
+    failed, never scored or stored, and the model is restored for the cells after it."""
+
+
+class _ModelSnapshot:
+    """A private copy of everything about a model that a plugin could change and the core relies on."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+        self.modes = [module.training for module in model.modules()]
+        self.requires_grad = [parameter.requires_grad for parameter in model.parameters()]
+        self.hooks = [_hook_ids(module) for module in model.modules()]
+
+    def changes(self) -> list[str]:
+        """What differs from the snapshot, as short descriptions (empty when nothing does)."""
+        current = self.model.state_dict()
+        changed = [name for name, saved in self.state.items()
+                   if name not in current or current[name].shape != saved.shape or not torch.equal(current[name], saved)]
+        changed += [f"new entry {name}" for name in current.keys() - self.state.keys()]
+        if [module.training for module in self.model.modules()] != self.modes:
+            changed.append("train/eval mode")
+        if [parameter.requires_grad for parameter in self.model.parameters()] != self.requires_grad:
+            changed.append("requires_grad flags")
+        if [_hook_ids(module) for module in self.model.modules()] != self.hooks:
+            changed.append("hooks")
+        return changed
+
+    def restore(self) -> None:
+        self.model.load_state_dict(self.state)
+        for module, training, hooks in zip(self.model.modules(), self.modes, self.hooks):
+            module.training = training
+            for attribute, kept in zip(_HOOK_DICTS, hooks):
+                registered = getattr(module, attribute)
+                for key in [key for key in registered if key not in kept]:
+                    del registered[key]
+        for parameter, flag in zip(self.model.parameters(), self.requires_grad):
+            parameter.requires_grad_(flag)
+
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def _hook_ids(module: nn.Module) -> tuple[tuple[int, ...], ...]:
+    return tuple(tuple(getattr(module, attribute, {})) for attribute in _HOOK_DICTS)
+
+
+@contextlib.contextmanager
+def model_unchanged(model: nn.Module, what: str = "the evaluation") -> Iterator[None]:
+    """Run the block, then raise :class:`ModelChangedError` if it changed ``model``; restore it either way.
+
+    A plugin that edits the model (zeroing weights breaks every point) would otherwise corrupt its own
+    cell and every later one of the row, and those would be stored and reused.
+    """
+    snapshot = _ModelSnapshot(model)
+    try:
+        yield
+    except BaseException:
+        if snapshot.changes():
+            snapshot.restore()
+        raise
+    changed = snapshot.changes()
+    if changed:
+        snapshot.restore()
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        raise ModelChangedError(f"{what} changed the model ({shown}); the model was restored and the cell failed")
+
+
+def guarded_perturb(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    """``attack.perturb`` on copies of ``x`` and ``y``, its result checked against the eps-ball around the
+    untouched ``x`` and [0, 1]: an attack that edits its input in place cannot hide its perturbation."""
+    x_adv = attack.perturb(model, x.clone(), y.clone(), eps)
+    check_bounds(x_adv, x, eps, attack.norm)
+    return x_adv
+
+
 def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     logits = model(x)
     if not torch.isfinite(logits).all():
@@ -127,7 +208,9 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Predicted labels for ``x``."""
     if not len(x):
         return torch.zeros(0, dtype=torch.long, device=x.device)
-    return torch.cat([_logits(model, x[start : start + batch_size]).argmax(dim=1) for start in range(0, len(x), batch_size)])
+    # Copies: a model that edits its input in place must not reach the caller's tensor.
+    return torch.cat([_logits(model, x[start : start + batch_size].clone()).argmax(dim=1)
+                      for start in range(0, len(x), batch_size)])
 
 
 def adversarial_predictions(
@@ -161,7 +244,7 @@ def adversarial_predictions(
         x_batch, y_batch = x[index], y[index]
         try:
             with sample_streams(seed, index) if seed is not None else contextlib.nullcontext():
-                x_adv = attack.perturb(model, x_batch, y_batch, eps)
+                x_adv = guarded_perturb(model, attack, x_batch, y_batch, eps)
         except torch.OutOfMemoryError:
             if len(index) == 1:
                 raise
@@ -171,7 +254,6 @@ def adversarial_predictions(
             warnings.warn(f"{attack.label}: out of memory on a batch of {len(index)}; "
                           f"retrying in batches of {batch_size}", stacklevel=2)
             continue
-        check_bounds(x_adv, x_batch, eps, attack.norm)
         with torch.no_grad():
             predictions[index] = _logits(model, x_adv).argmax(dim=1)
         advance(len(index))

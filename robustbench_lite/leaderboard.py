@@ -64,16 +64,28 @@ def _eps_column(eps: float) -> str:
     return f"eps={eps:g}"
 
 
+ROW = ["model", "defense", "attack"]
+
+
+def _per_eps(cells: pd.DataFrame, values: str) -> pd.DataFrame:
+    """``values`` of each (model, defense, attack) that ``cells`` holds, in their order, one column per eps.
+
+    Only rows that were evaluated: a pivot would also invent every (model, defense) pair of other rows' labels.
+    """
+    grid = sorted(cells["eps"].unique())
+    present = pd.MultiIndex.from_frame(cells[ROW].drop_duplicates())
+    table = cells.groupby([*ROW, "eps"], sort=False)[values].first().unstack("eps")
+    table = table.reindex(index=present, columns=grid)
+    table.columns = [_eps_column(eps) for eps in grid]
+    return table
+
+
 def accuracy_table(cells: pd.DataFrame) -> pd.DataFrame:
     """One row per (model, defense, attack): accuracy (%) at each eps, then the R&G score.
 
     R&G is missing (NaN) where a cell of the row failed: a partial sum would not be comparable.
     """
-    grid = sorted(cells["eps"].unique())
-    table = cells.pivot_table(
-        index=["model", "defense", "attack"], columns="eps", values="accuracy", aggfunc="first", dropna=False, sort=False
-    ).reindex(columns=grid)
-    table.columns = [_eps_column(eps) for eps in grid]
+    table = _per_eps(cells, "accuracy")
     table["R&G"] = table.sum(axis=1, skipna=False)
     failed = cells[cells["status"] != "ok"].groupby(["model", "defense", "attack"], sort=False).size()
     table["failed cells"] = failed.reindex(table.index).fillna(0).astype(int)
@@ -82,41 +94,51 @@ def accuracy_table(cells: pd.DataFrame) -> pd.DataFrame:
 
 def success_table(cells: pd.DataFrame) -> pd.DataFrame:
     """Targeted runs: one row per (model, defense, attack) with the targeted success rate (%) at each eps."""
-    grid = sorted(cells["eps"].unique())
-    table = cells.pivot_table(
-        index=["model", "defense", "attack"], columns="eps", values="target_success", aggfunc="first",
-        dropna=False, sort=False,
-    ).reindex(columns=grid)
-    table.columns = [_eps_column(eps) for eps in grid]
-    return table.reset_index()
+    return _per_eps(cells, "target_success").reset_index()
 
 
 def ranking(cells: pd.DataFrame, metadata: dict[str, Any] | None = None) -> pd.DataFrame:
     """One row per (model, defense): clean accuracy, the R&G score of each attack and the worst case, and ``flags``.
 
-    Ranked by worst-case R&G; naive evaluations of defended models come last, unranked (rank <NA>).
+    Ranked by worst-case R&G. Unranked (rank <NA>, listed last): naive evaluations of defended
+    models, rows without a worst-case R&G (a failed cell), and rows flagged by one of
+    :data:`~robustbench_lite.sanity.UNRANKED_CHECKS` (degenerate models).
 
     ``flags`` names the sanity checks the row fails ("" if none), computed with the run's
     ``metadata`` (``cells.attrs["metadata"]`` by default).
     """
     table = accuracy_table(cells)
-    wide = table.pivot_table(index=["model", "defense"], columns="attack", values="R&G", sort=False, dropna=False)
+    present = pd.MultiIndex.from_frame(table[["model", "defense"]].drop_duplicates())
+    wide = table.set_index(["model", "defense", "attack"])["R&G"].unstack("attack").reindex(index=present)
     attacks = [attack for attack in table["attack"].unique() if attack != WORST_CASE] + [WORST_CASE]
     wide = wide.reindex(columns=attacks)
     wide.columns = [f"R&G {attack}" for attack in attacks]
     clean = table[table["attack"] == WORST_CASE].set_index(["model", "defense"])[_eps_column(0.0)]
     wide.insert(0, "clean %", clean)
     wide = wide.reset_index()
-    # A naive evaluation measures the attacks' blindness, not the defense: it is listed, never ranked.
-    naive_rows = set(map(tuple, cells.loc[cells.get("evaluation", pd.Series(dtype=str)) == "naive", ["model", "defense"]].values))
-    wide["_naive"] = [(model, defense) in naive_rows for model, defense in zip(wide["model"], wide["defense"])]
-    wide = wide.sort_values(["_naive", f"R&G {WORST_CASE}"], ascending=[True, False], na_position="last", kind="stable")
-    ranked = (~wide["_naive"]).sum()
-    wide.insert(0, "rank", pd.array(list(range(1, ranked + 1)) + [None] * (len(wide) - ranked), dtype="Int64"))
-    wide = wide.drop(columns="_naive")
     findings = sanity.check(cells, metadata)
     wide["flags"] = [sanity.flags(findings, model, defense) for model, defense in zip(wide["model"], wide["defense"])]
-    return wide.reset_index(drop=True)
+    naive_rows = set(map(tuple, cells.loc[cells["evaluation"] == "naive", ["model", "defense"]].values))
+    wide["_unranked"] = [
+        _unranked_reason((model, defense) in naive_rows, findings.get((model, defense), []), worst)
+        for model, defense, worst in zip(wide["model"], wide["defense"], wide[f"R&G {WORST_CASE}"])
+    ]
+    wide["_listed"] = wide["_unranked"].ne("")
+    wide = wide.sort_values(["_listed", f"R&G {WORST_CASE}"], ascending=[True, False], na_position="last", kind="stable")
+    ranked = int((~wide["_listed"]).sum())
+    wide.insert(0, "rank", pd.array(list(range(1, ranked + 1)) + [None] * (len(wide) - ranked), dtype="Int64"))
+    wide.attrs["unranked"] = dict(zip(zip(wide["model"], wide["defense"]), wide["_unranked"]))
+    return wide.drop(columns=["_unranked", "_listed"]).reset_index(drop=True)
+
+
+def _unranked_reason(naive: bool, findings: list[sanity.Finding], worst_case_rg: float) -> str:
+    """Why a ranking row is listed but not ranked ("naive", "failed", "degenerate"), or "" when it is ranked."""
+    if naive:  # a naive evaluation measures the attacks' blindness, not the defense
+        return "naive"
+    checks = {finding.check for finding in findings}
+    if "failed-cells" in checks or pd.isna(worst_case_rg):
+        return "failed"
+    return "degenerate" if checks & sanity.UNRANKED_CHECKS else ""
 
 
 def write(cells: pd.DataFrame, metadata: dict[str, Any], out_dir: Path, name: str) -> dict[str, Path]:
@@ -164,9 +186,10 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
-def _unranked_as_naive(frame: pd.DataFrame) -> pd.DataFrame:
-    """The frame with the rank of unranked (naive) rows written as "naive" rather than read as a failure."""
-    return frame.assign(rank=frame["rank"].astype("string").fillna("naive"))
+def _unranked_as_reason(frame: pd.DataFrame, unranked: dict[tuple[str, str], str]) -> pd.DataFrame:
+    """The frame with the rank of each unranked row written as why ("naive", "failed", "degenerate")."""
+    reasons = [unranked.get((model, defense), "") for model, defense in zip(frame["model"], frame["defense"])]
+    return frame.assign(rank=[reason if reason else str(rank) for rank, reason in zip(frame["rank"], reasons)])
 
 
 def _markdown(
@@ -189,12 +212,13 @@ def _markdown(
         "",
         "Robust accuracy counts a point only if it is classified correctly both clean and attacked; "
         "eps = 0 is clean accuracy. **R&G** = sum of the accuracies (%) over the eps grid, eps = 0 included. "
-        f"Ranked by the R&G of the per-sample **{WORST_CASE}** over all attacks; naive evaluations of "
-        "defended models are listed last, unranked.",
+        f"Ranked by the R&G of the per-sample **{WORST_CASE}** over all attacks. Listed last, unranked: "
+        "naive evaluations of defended models (`naive`), rows with a failed cell, whose worst case would miss "
+        "an attack (`failed`), and degenerate models (`degenerate`, see the sanity checks).",
         "",
         "## Ranking",
         "",
-        _unranked_as_naive(ranks).to_markdown(index=False, floatfmt=".2f", missingval="failed"),
+        _unranked_as_reason(ranks, ranks.attrs["unranked"]).to_markdown(index=False, floatfmt=".2f", missingval="failed"),
         "",
         *([f"![Robust accuracy vs eps per attack, one panel per model and defense]({plots['accuracy']})", ""]
           if "accuracy" in plots else []),
@@ -206,7 +230,8 @@ def _markdown(
         "(the exact bounds are `ci_low` and `ci_high` in the JSON sidecar): two accuracies whose intervals overlap "
         "are not shown to differ by this table.",
         "",
-        _unranked_as_naive(_plus_minus(table.drop(columns=["failed cells", "flags"]), cells)).to_markdown(
+        _unranked_as_reason(_plus_minus(table.drop(columns=["failed cells", "flags"]), cells),
+                            ranks.attrs["unranked"]).to_markdown(
             index=False, floatfmt=".2f", missingval="failed"
         ),
         "",

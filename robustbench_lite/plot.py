@@ -25,9 +25,9 @@ from torch import nn
 # The module, not its names: leaderboard.write calls leaderboard_plots, and the import cycle must resolve.
 from . import leaderboard
 from .atomic import atomic_target
-from .attack_utils import check_bounds, frozen
+from .attack_utils import frozen
 from .errors import UsageError
-from .evaluation import adversarial_predictions, predict
+from .evaluation import adversarial_predictions, guarded_perturb, model_unchanged, predict
 from .interfaces import Attack
 
 if TYPE_CHECKING:
@@ -230,13 +230,13 @@ def _examples_figure(
     budgets = [float(eps) for eps in eps_grid if eps > 0]
     if not budgets:
         raise UsageError("adversarial examples need an eps > 0; the clean column already shows eps = 0")
-    with frozen(model):
+    with frozen(model), model_unchanged(model, f"attack {attack.label!r}"):
         with torch.no_grad():
-            clean = model(x).argmax(dim=1)
+            clean = model(x.clone()).argmax(dim=1)
         attacked = []
         for eps in budgets:
-            x_adv = attack.perturb(model, x, y, eps).detach()
-            check_bounds(x_adv, x, eps, attack.norm)  # never picture an example the leaderboard would reject
+            # never picture an example the leaderboard would reject
+            x_adv = guarded_perturb(model, attack, x, y, eps).detach()
             with torch.no_grad():
                 attacked.append((eps, x_adv, model(x_adv).argmax(dim=1)))
 
@@ -293,7 +293,7 @@ def _confusion_figure(
 
     if not 0.0 < eps <= 1.0:  # NaN fails too
         raise UsageError(f"eps must lie in (0, 1] (inputs are images in [0, 1]), got {eps}")
-    with frozen(model):
+    with frozen(model), model_unchanged(model, f"attack {attack.label!r}"):
         clean = predict(model, x, batch_size)
         attacked = adversarial_predictions(model, attack, x, y, eps, clean, batch_size)
     n, num_classes = len(y), len(classes)

@@ -26,7 +26,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -38,10 +38,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
-from . import leaderboard
+from . import leaderboard, probes
 from .acceleration import Acceleration, device_tuning
 from .errors import UsageError
-from .evaluation import PassCounter, adversarial_predictions, defended, predict
+from .evaluation import PassCounter, adversarial_predictions, defended, model_unchanged, predict
 from .leaderboard import WORST_CASE
 from .interfaces import Attack, Dataset, DatasetLoader, Defense, ModelBuilder, Normalize, digest
 from .optimizers import canonical_optimizer
@@ -188,7 +188,7 @@ def _check_preprocessing(recipe: Defense, data: Dataset) -> None:
         return
     sample = data.x_test[:2]
     with torch.no_grad():
-        out = recipe.preprocess(sample)  # raises the defense's own UsageError for shapes it cannot take
+        out = recipe.preprocess(sample.clone())  # raises the defense's own UsageError for shapes it cannot take
     if out.shape != sample.shape:
         raise UsageError(
             f"defense {recipe.label!r} turned inputs of shape {tuple(sample.shape)} into {tuple(out.shape)}; "
@@ -349,7 +349,8 @@ def run(
     # Deterministic kernels change CUDA numbers, so such results are kept apart; on CPU they are the same.
     device_label = torch_device.type + ("-deterministic" if deterministic and torch_device.type == "cuda" else "")
     context = _JobContext(
-        data, config, torch_device, cache, grid, data.x_test[:n_eval], data.y_test[:n_eval], target_index, eot,
+        # The core's own copies of the test points: no plugin ever gets these tensors themselves.
+        data, config, torch_device, cache, grid, data.x_test[:n_eval].clone(), data.y_test[:n_eval].clone(), target_index, eot,
         threats, store_path, use_cache, providers, device_label, deterministic, acceleration,
     )
     finished: dict[int, _JobResult] = {}
@@ -616,7 +617,11 @@ def _train_with_progress(
     cache: Path | None,
     bars: Progress,
 ) -> tuple[nn.Module, TrainingRecord]:
-    """A model for (builder, recipe) on ``data``: cached weights when they exist, else trained now."""
+    """A model for (builder, recipe) on ``data``: cached weights when they exist, else trained now.
+
+    Training gets copies of the dataset's tensors: a defense that edits them in place (its ``prepare``
+    sees the whole dataset) cannot change what later jobs train and evaluate on."""
+    data = replace(data, **{name: getattr(data, name).clone() for name in ("x_train", "y_train", "x_test", "y_test")})
     model = build_model(builder, data, config.seed).to(device)
     task = bars.add_task(f"train {builder.label}/{recipe.label}", total=batches_per_run(data, config))
     try:
@@ -731,7 +736,7 @@ class _EvaluationSettings:
             torch.manual_seed(self.config.seed)  # a random model's clean predictions, too, are independent of the order
             return predict(counted, self.x[:n], self.batch_size)
 
-        return self.predictions(self.result_key(row_key, None, 0.0, n), model, compute)
+        return self.predictions(self.result_key(row_key, None, 0.0, n), model, compute, "the clean evaluation")
 
     def attacked(
         self, row_key: dict[str, Any], model: nn.Module, attack: Attack, eps: float, clean: torch.Tensor,
@@ -756,7 +761,7 @@ class _EvaluationSettings:
             )
 
         key = self.result_key(row_key, attack, eps, n)
-        return self.predictions({**key, "earlier_eps": carried.eps}, model, compute)
+        return self.predictions({**key, "earlier_eps": carried.eps}, model, compute, f"attack {attack.label!r}")
 
     def candidates(self, clean: torch.Tensor, carried: _Carried) -> torch.Tensor:
         """The points to attack: clean-correct ones where the attack has not yet reached its goal, the
@@ -766,10 +771,12 @@ class _EvaluationSettings:
         return (clean == y) & ~reached
 
     def predictions(
-        self, key: dict[str, Any], model: nn.Module, compute: Callable[[nn.Module], torch.Tensor]
+        self, key: dict[str, Any], model: nn.Module, compute: Callable[[nn.Module], torch.Tensor], what: str
     ) -> _Outcome:
         """``compute(model)``'s predictions, with its seconds and the model passes it took (counted
-        through a :class:`PassCounter`), taken from the store when it holds them."""
+        through a :class:`PassCounter`), taken from the store when it holds them.
+
+        A computation that changed the model (``what`` names it) fails, is undone and is never stored."""
         if self.store is not None and self.reuse:
             found = self.store.get(key)
             if found is not None:
@@ -779,7 +786,8 @@ class _EvaluationSettings:
         counted = PassCounter(model)
         start = time.perf_counter()
         try:
-            predicted = compute(counted)
+            with model_unchanged(model, what):
+                predicted = compute(counted)
         except Exception as error:
             if self.store is not None:
                 self.store.put_failure(key, key["n"], time.perf_counter() - start, f"{type(error).__name__}: {error}")
@@ -865,7 +873,7 @@ def _rows(model: nn.Module, recipe: Defense, threats: list[Attack], settings: _E
     """The naive row of (model, recipe), plus the adaptive one where BPDA or EOT changes what attacks see."""
     naive = defended(model, recipe, _naive_gradient(recipe))
     torch.manual_seed(settings.config.seed)
-    detected = _is_randomized(naive, settings.x[:RANDOMNESS_POINTS])
+    detected = _is_randomized(naive, settings.x[:RANDOMNESS_POINTS].clone())
     randomized = recipe.randomized or detected
     bpda = recipe.preprocesses and not recipe.differentiable
     details = {"randomized": randomized, "randomized_declared": recipe.randomized, "randomized_detected": detected}
@@ -903,16 +911,33 @@ def _evaluate_defense(
                                             "provider": settings.providers.get(recipe.name)},
             "evaluation": row.evaluation, "gradient": row.gradient,
         }
-        cells += _evaluate_group(row, row_key, builder, settings)
+        row_cells, clean = _evaluate_group(row, row_key, builder, settings)
+        cells += row_cells
         evaluations[f"{builder.label}/{row.defense}"] = {
             "defense": recipe.label, "evaluation": row.evaluation, "gradient": row.gradient,
             "eot": _eot_of(row.threats), **row.details,
             "large_eps_probe": _large_eps_probe(row, row_key, builder, settings),
+            **({} if clean is None else _degeneracy_probes(row, clean, settings)),
         }
     return cells
 
 
-def _evaluate_group(row: _Row, row_key: dict[str, Any], builder: ModelBuilder, settings: _EvaluationSettings) -> list[Cell]:
+def _degeneracy_probes(row: _Row, clean: torch.Tensor, settings: _EvaluationSettings) -> dict[str, Any]:
+    """What the sanity checks need to spot a degenerate model (see :mod:`robustbench_lite.probes`)."""
+    found: dict[str, Any] = {"clean_classes": probes.class_shares(clean, settings.y[: len(clean)])}
+    torch.manual_seed(settings.config.seed)  # a random model's probe, too, repeats
+    try:
+        with model_unchanged(row.model, "the model probe"):
+            found["model_probe"] = probes.model_probe(row.model, settings.x, settings.y, row.gradient)
+    except Exception:  # the clean evaluation worked, so the cells say what matters; the probe just stays out
+        pass
+    return found
+
+
+def _evaluate_group(
+    row: _Row, row_key: dict[str, Any], builder: ModelBuilder, settings: _EvaluationSettings
+) -> tuple[list[Cell], torch.Tensor | None]:
+    """The row's cells, and its clean predictions (None where the clean evaluation failed)."""
     x, y, grid, bars = settings.x, settings.y, settings.grid, settings.bars
     fields = {"model": builder.label, "defense": row.defense, "n": len(x), "evaluation": row.evaluation}
     labels = [label for label, _ in row.threats]
@@ -921,7 +946,7 @@ def _evaluate_group(row: _Row, row_key: dict[str, Any], builder: ModelBuilder, s
         clean_outcome = settings.clean(row_key, row.model, len(x))
     except Exception as error:
         message = f"clean evaluation failed: {type(error).__name__}: {error}"
-        return _failed_group(builder.label, row.defense, labels, grid, len(x), message, row.evaluation)
+        return _failed_group(builder.label, row.defense, labels, grid, len(x), message, row.evaluation), None
     clean = clean_outcome.predictions
     score = _Scorer(fields, y, clean, settings.target)
     outcomes: dict[str, dict[float, torch.Tensor]] = {}
@@ -950,12 +975,13 @@ def _evaluate_group(row: _Row, row_key: dict[str, Any], builder: ModelBuilder, s
             carried = _Carried(carried.eps + [eps], outcome.predictions)
             cells.append(outcome.counts(score(label, eps, [outcome.predictions], outcome.seconds)))
     for eps in grid:
-        cell = score(WORST_CASE, eps, [per_eps[eps] for per_eps in outcomes.values() if eps in per_eps], 0.0)
         missing = [label for label, per_eps in outcomes.items() if eps not in per_eps]
-        if missing:
-            cell.status, cell.error = "incomplete", f"computed without the failed attacks: {', '.join(missing)}"
-        cells.append(cell)
-    return cells
+        if missing:  # a minimum over fewer attacks is no robustness number: none is given
+            cells.append(Cell(**fields, attack=WORST_CASE, eps=eps, accuracy=None, correct=None, seconds=0.0,
+                              status="incomplete", error=f"not computed: attack(s) {', '.join(missing)} failed"))
+            continue
+        cells.append(score(WORST_CASE, eps, [per_eps[eps] for per_eps in outcomes.values()], 0.0))
+    return cells, clean
 
 
 def _large_eps_probe(

@@ -14,7 +14,16 @@ Robustness": each (model, defense) row of a run is checked for
 * ``black-box-wins`` (d): a black-box attack (score- or decision-based) beats every white-box one
   of the same norm at some eps;
 * ``random-without-eot`` (e): the model is randomized (it says so, or two forward passes on the
-  same inputs differed) and no attack of the row averaged gradients over its randomness (EOT).
+  same inputs differed) and no attack of the row averaged gradients over its randomness (EOT);
+* ``failed-cells``: some of the row's cells failed, so its worst case misses those attacks;
+* ``constant-prediction``: the model predicts one class for (nearly) every clean test point;
+* ``chance-accuracy``: the clean accuracy is no better than always answering the commonest class;
+* ``probability-outputs``, ``zero-gradients``, ``gradient-in-forward``: the runner's model probe
+  (:mod:`robustbench_lite.probes`) found outputs that are probabilities rather than logits, many
+  points whose input gradient is exactly zero, or gradient calls inside the forward pass.
+
+A row flagged by one of :data:`UNRANKED_CHECKS` is listed but never ranked: its numbers are not
+a comparable robustness score (a worst case over fewer attacks; a degenerate classifier).
 
 Comparisons (a), (b), (d) allow for sampling noise: a difference counts when it exceeds
 ``tolerance(n) = max(1, 100 / sqrt(n))`` points, about two binomial standard errors at 50 %
@@ -35,6 +44,8 @@ from .interfaces import BLACK_BOX_FAMILIES, WHITE_BOX_FAMILIES
 
 LARGE_EPS = 0.5  # l-inf budget from which the constant image 0.5 is in every ball
 CHANCE_MARGIN = 10.0  # points above chance that check (c) tolerates at LARGE_EPS
+CONSTANT_SHARE = 0.95  # share of the clean predictions in one class from which a model counts as constant
+ZERO_GRADIENT_SHARE = 0.1  # share of the probed points with a zero input gradient from which a row is flagged
 
 CHECKS: dict[str, str] = {
     "rises-with-eps": "robust accuracy rises with eps for some attack",
@@ -42,7 +53,14 @@ CHECKS: dict[str, str] = {
     "above-chance-at-large-eps": f"accuracy stays above chance + {CHANCE_MARGIN:g} points at l-inf eps >= {LARGE_EPS:g}",
     "black-box-wins": "a black-box attack beats every white-box one at some eps",
     "random-without-eot": "randomized model attacked without EOT",
+    "failed-cells": "some cells failed, so the worst case misses those attacks; not ranked",
+    "constant-prediction": f"one class predicted for at least {100 * CONSTANT_SHARE:g}% of the clean inputs; not ranked",
+    "chance-accuracy": "clean accuracy no better than always answering the commonest class; not ranked",
+    "probability-outputs": "the model outputs probabilities, not logits (gradients of the loss vanish)",
+    "zero-gradients": f"at least {100 * ZERO_GRADIENT_SHARE:g}% of the probed points have a zero input gradient",
+    "gradient-in-forward": "the forward pass calls autograd (a dynamic defense: fixed attacks may not suffice)",
 }
+UNRANKED_CHECKS = frozenset({"failed-cells", "constant-prediction", "chance-accuracy"})
 
 
 @dataclass(frozen=True)
@@ -83,6 +101,9 @@ def check(cells: pd.DataFrame, metadata: Mapping[str, Any] | None = None) -> dic
             None if targeted or chance is None else _above_chance(scored, attacks, chance, evaluation),
             _black_box_wins(scored, attacks),
             _random_without_eot(evaluation),
+            _failed_cells(group[group["attack"] != WORST_CASE]),
+            *_degenerate(group, evaluation, chance),
+            *_probe_findings(evaluation),
         ]
         findings[(model, defense)] = [finding for finding in row_findings if finding is not None]
     return findings
@@ -184,3 +205,46 @@ def _random_without_eot(evaluation: Mapping[str, Any] | None) -> Finding | None:
     )
     see = f"; the adaptive row {evaluation['adaptive_row']} uses EOT" if evaluation.get("adaptive_row") else ""
     return Finding("random-without-eot", f"the model is randomized ({how}) and no attack averaged gradients over it{see}")
+
+
+def _failed_cells(group: pd.DataFrame) -> Finding | None:
+    failed = group[group["status"] != "ok"]
+    reasons = [f"{attack} at eps={', '.join(f'{eps:g}' for eps in cells['eps'])}"
+               for attack, cells in failed.groupby("attack", sort=False)]
+    return _finding("failed-cells", ["missing " + "; ".join(reasons)] if reasons else [])
+
+
+def _degenerate(group: pd.DataFrame, evaluation: Mapping[str, Any] | None, chance: float | None) -> list[Finding | None]:
+    shares = (evaluation or {}).get("clean_classes")
+    clean = group[(group["eps"] == 0) & (group["status"] == "ok")]
+    if not shares or not len(clean):
+        return []
+    share, label_share = shares["most_predicted_share"], shares["label_share_of_that_class"]
+    n = int(clean["n"].iloc[0])
+    constant = None
+    if share >= CONSTANT_SHARE and 100 * (share - label_share) > tolerance(n):
+        constant = Finding("constant-prediction", f"class {shares['most_predicted_class']} is predicted for "
+                           f"{100 * share:.1f}% of the {n} clean test points but is the label of {100 * label_share:.1f}%")
+    baseline = 100 * max(shares["majority_label_share"], (chance or 0.0) / 100)
+    accuracy = float(clean["accuracy"].iloc[0])
+    at_chance = None
+    if accuracy <= baseline + tolerance(n):
+        at_chance = Finding("chance-accuracy", f"clean accuracy {accuracy:.1f}% is within {tolerance(n):.1f} points "
+                            f"of {baseline:.1f}%, what always answering the commonest class scores")
+    return [constant, at_chance]
+
+
+def _probe_findings(evaluation: Mapping[str, Any] | None) -> list[Finding | None]:
+    probe = (evaluation or {}).get("model_probe")
+    if not probe:
+        return []
+    n = probe["n"]
+    zero = probe.get("zero_gradient_points", 0)
+    calls = probe["gradient_calls_in_forward"]
+    return [
+        Finding("probability-outputs", f"on {n} probed points every output lies in [0, 1] and sums to 1")
+        if probe["probability_outputs"] else None,
+        Finding("zero-gradients", f"{zero} of {n} probed points have an input gradient of exactly zero")
+        if n and zero >= ZERO_GRADIENT_SHARE * n else None,
+        Finding("gradient-in-forward", f"one forward pass made {calls} autograd call(s)") if calls else None,
+    ]

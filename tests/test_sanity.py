@@ -118,11 +118,11 @@ def test_randomized_without_eot():
     assert checks(cells(CLEAN), metadata(evaluations=row(False, 1))) == {}
 
 
-def test_failed_cells_and_missing_metadata_are_skipped():
+def test_failed_cells_are_left_out_of_comparisons_but_flag_the_row():
     frame = cells({**CLEAN, "pgd": [99.0, 90.0, 60.0, 5.0]})
     assert checks(frame, {}) == {}  # families unknown: nothing to compare
-    frame.loc[frame["attack"] == "pgd", ["accuracy", "status"]] = [None, "failed"]
-    assert checks(frame) == {}
+    frame.loc[(frame["attack"] == "pgd") & (frame["eps"] > 0), ["accuracy", "status"]] = [None, "failed"]
+    assert checks(frame) == {"failed-cells": "missing pgd at eps=0.1, 0.2, 0.3"}
 
 
 def test_tolerance():

@@ -1,0 +1,167 @@
+"""What a hostile or broken plugin can no longer do to the numbers (see docs/trust.md).
+
+The plugins are those of ``tests/hostile/rbl_hostile.py``, installed like a third-party distribution.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import robustbench_lite as rbl
+from robustbench_lite.evaluation import ModelChangedError, guarded_perturb, model_unchanged
+from robustbench_lite.attack_utils import AttackBoundsError
+from robustbench_lite.leaderboard import WORST_CASE, accuracy_table, ranking
+
+HOSTILE = (Path(__file__).parent / "hostile" / "rbl_hostile.py").read_text()
+DATA = "synthetic[n_train=256,n_test=96]"
+
+
+@pytest.fixture
+def hostile(install_plugin):
+    install_plugin("rbl-hostile", "rbl_hostile", HOSTILE)
+
+
+def run(tmp_path: Path, folder: str = "out", **overrides) -> pd.DataFrame:
+    settings = dict(models="cnn", defenses="none", attacks="fgsm,pgd[steps=5]", eps="0,0.05,0.1", dataset=DATA,
+                    epochs=2, batch_size=64, seed=0, device="cpu", cache_dir=tmp_path / "cache", out=tmp_path / folder)
+    settings.update(overrides)
+    return rbl.run(**settings)
+
+
+def cells_of(results: pd.DataFrame, defense: str, attack: str) -> pd.DataFrame:
+    chosen = results[(results["defense"] == defense) & (results["attack"] == attack)]
+    return chosen[["eps", "accuracy", "correct", "status"]].astype({"correct": float}).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("attack, reason", [
+    ("crashing", "RuntimeError: hostile attack crashed"),
+    ("nan-attack", "NaN or infinite inputs"),
+    ("in-place", "left the linf ball"),
+    ("weight-zeroing", "changed the model"),
+])
+def test_a_hostile_attack_fails_its_cells_and_leaves_the_others_unchanged(tmp_path, hostile, attack, reason):
+    reference = run(tmp_path, "reference")
+    # The hostile attack runs first, so that whatever it corrupts would show in the cells after it.
+    results = run(tmp_path, attacks=f"{attack},fgsm,pgd[steps=5]")
+    for honest in ("fgsm", "pgd[steps=5]"):
+        pd.testing.assert_frame_equal(cells_of(results, "none", honest), cells_of(reference, "none", honest))
+    hostile_cells = results[(results["attack"] == attack) & (results["eps"] > 0)]
+    assert set(hostile_cells["status"]) == {"failed"}
+    assert all(reason in error for error in hostile_cells["error"])
+    worst = results[(results["attack"] == WORST_CASE) & (results["eps"] > 0)]
+    assert set(worst["status"]) == {"incomplete"} and worst["accuracy"].isna().all()
+
+
+def test_a_worst_case_missing_an_attack_is_unranked_and_flagged_in_every_format(tmp_path, hostile):
+    results = run(tmp_path, defenses="none,at-fgsm", attacks="fgsm,crashing")
+    ranks = ranking(results)
+    assert ranks["rank"].isna().all()
+    assert all("failed-cells" in flags for flags in ranks["flags"])
+    files = results.attrs["files"]
+    csv = pd.read_csv(files["csv"])
+    assert csv["rank"].isna().all() and csv["flags"].str.contains("failed-cells").all()
+    sidecar = json.loads(files["json"].read_text())
+    assert all(row["rank"] is None and "failed-cells" in row["flags"] for row in sidecar["ranking"])
+    assert any(entry["check"] == "failed-cells" and "missing crashing at eps=0.05, 0.1" in entry["reason"]
+               for entry in sidecar["sanity"])
+    markdown = files["md"].read_text()
+    assert "| failed | cnn     | none" in markdown.replace("|  failed", "| failed")
+    assert "`failed-cells`: missing crashing at eps=0.05, 0.1" in markdown
+
+
+def test_a_per_attack_target_stays_in_the_worst_case(tmp_path):
+    results = run(tmp_path, attacks="fgsm[],pgd[steps=5,target=1]".replace("[]", ""))
+    for eps, group in results[results["eps"] > 0].groupby("eps"):
+        accuracy = group.set_index("attack")["accuracy"]
+        assert accuracy[WORST_CASE] <= min(accuracy["fgsm"], accuracy["pgd[steps=5,target=1]"])
+        assert accuracy[WORST_CASE] >= accuracy["fgsm"] + accuracy["pgd[steps=5,target=1]"] - 100
+        assert group.set_index("attack")["status"][WORST_CASE] == "ok"
+
+
+def test_an_in_place_preprocessing_cannot_change_the_other_rows(tmp_path, hostile):
+    reference = run(tmp_path, "reference")
+    results = run(tmp_path, defenses="in-place-shift,none")
+    for attack in ("fgsm", "pgd[steps=5]", WORST_CASE):
+        pd.testing.assert_frame_equal(cells_of(results, "none", attack), cells_of(reference, "none", attack))
+
+
+def test_only_evaluated_pairs_get_rows():
+    def row(model, defense, eps, accuracy):
+        return dict(model=model, defense=defense, attack="fgsm", eps=eps, accuracy=accuracy, correct=int(accuracy),
+                    n=100, seconds=0.0, status="ok", error="", target_success=None, evaluation="standard")
+
+    cells = pd.DataFrame([row(model, defense, eps, 90.0 - 50 * eps) for model, defense in (("a", "x"), ("b", "y"))
+                          for eps in (0.0, 0.1)])
+    cells = pd.concat([cells, cells.assign(attack=WORST_CASE)], ignore_index=True)
+    assert accuracy_table(cells)[["model", "defense"]].drop_duplicates().values.tolist() == [["a", "x"], ["b", "y"]]
+    ranks = ranking(cells, {})
+    assert ranks[["model", "defense"]].values.tolist() == [["a", "x"], ["b", "y"]]
+    assert ranks["rank"].tolist() == [1, 2]
+
+
+def test_degenerate_models_are_flagged_and_unranked(tmp_path, hostile):
+    results = run(tmp_path, models="cnn,constant,softmax-mlp")
+    ranks = ranking(results).set_index("model")
+    assert {"constant-prediction", "chance-accuracy", "zero-gradients"} <= set(ranks.loc["constant", "flags"].split(", "))
+    assert pd.isna(ranks.loc["constant", "rank"])
+    assert "probability-outputs" in ranks.loc["softmax-mlp", "flags"]
+    assert ranks.loc["cnn", "rank"] == 1 and ranks.loc["cnn", "flags"] == ""
+
+
+def test_gradient_calls_inside_the_forward_pass_are_found():
+    from robustbench_lite import probes
+
+    class Purifying(torch.nn.Module):
+        """A dynamic defense: one gradient step on its input before classifying."""
+
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            with torch.enable_grad():
+                z = x.detach().requires_grad_(True)
+                (step,) = torch.autograd.grad(self.linear(z).logsumexp(1).sum(), z)
+            return self.linear(x - 0.1 * step)
+
+    x, y = torch.rand(8, 4), torch.zeros(8, dtype=torch.long)
+    assert probes.model_probe(Purifying(), x, y, "exact")["gradient_calls_in_forward"] == 1
+    assert probes.model_probe(torch.nn.Linear(4, 2), x, y, "exact") == {
+        "n": 8, "probability_outputs": False, "gradient_calls_in_forward": 0, "zero_gradient_points": 0}
+
+
+def test_guarded_perturb_checks_against_its_own_copy_of_the_inputs():
+    model = torch.nn.Linear(4, 2)
+    x, y = torch.full((3, 4), 0.5), torch.zeros(3, dtype=torch.long)
+
+    class EditsInPlace(rbl.Attack):
+        name = "edits"
+        description = "moves x in place and returns it"
+
+        def perturb(self, model, x, y, eps):
+            return x.add_(0.25)
+
+    with pytest.raises(AttackBoundsError, match="left the linf ball: perturbation 0.25"):
+        guarded_perturb(model, EditsInPlace(), x, y, 0.1)
+    assert torch.equal(x, torch.full((3, 4), 0.5))
+
+
+def test_model_unchanged_fails_and_restores_a_changed_model():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.BatchNorm1d(2)).eval()
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    with pytest.raises(ModelChangedError, match=r"changed the model \(0.weight"):
+        with model_unchanged(model, "attack 'x'"):
+            with torch.no_grad():
+                model[0].weight.zero_()
+            model[1].running_mean += 1
+            model.train()
+            model.register_forward_hook(lambda *args: None)
+    assert all(torch.equal(model.state_dict()[name], tensor) for name, tensor in before.items())
+    assert not model.training and not model._forward_hooks
+    with model_unchanged(model):  # an honest block passes
+        model(torch.rand(2, 4))
