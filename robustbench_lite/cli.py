@@ -20,8 +20,8 @@ from rich.text import Text
 from . import __version__
 from .acceleration import PRECISIONS, Acceleration
 from .bench import bench, describe_setting, format_table, write_json
-from .errors import RblError
-from .leaderboard import FORMATS, ensure_writable, ranking, render, write
+from .errors import RblError, UsageError
+from .leaderboard import FORMATS, ensure_writable, partial_reason, ranking, render, write
 from .options import format_value
 from .registry import KINDS, default_registry
 from .runner import DEVICES, EXECUTORS, cells_frame, run
@@ -177,9 +177,17 @@ def bench_command(attacks: str, models: str, batch_size: str, device: str, repea
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="md", show_default=True, help="What to print.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Write NAME.csv, NAME.md and NAME.json into this folder instead of printing.")
-def leaderboard_command(dbs: tuple[Path, ...], name: str | None, run_id: int | None, fmt: str, out: Path | None) -> None:
+@click.option("--allow-partial", is_flag=True,
+              help="Render a run that has not finished (interrupted or still running); it is marked partial.")
+def leaderboard_command(
+    dbs: tuple[Path, ...], name: str | None, run_id: int | None, fmt: str, out: Path | None, allow_partial: bool
+) -> None:
     """Render the leaderboard of a run from its results store (or merge the stores of several shards)."""
     records, metadata = merged_run(list(dbs), name, run_id)
+    partial = partial_reason(metadata)
+    if partial and not allow_partial:
+        raise UsageError(f"the run is partial ({partial}); finish it by running its command again, "
+                         "or pass --allow-partial to render it marked as partial")
     frame = cells_frame(records)
     benchmark = metadata["benchmark"]
     if out is None:
@@ -279,7 +287,6 @@ def _attacked_model(plot: str, n: int, *, dataset: str, data_dir: Path, model: s
 def plot_examples_command(eps: str | None, n: int, **options) -> None:
     """Per test image: the clean image, then per eps the adversarial image and its (stretched) perturbation."""
     from . import plot as plotting
-    from .errors import UsageError
     from .runner import parse_eps
 
     budgets = parse_eps(eps, default_registry().create("datasets", options["dataset"]).default_eps)[1:]
@@ -297,7 +304,6 @@ def plot_examples_command(eps: str | None, n: int, **options) -> None:
 def plot_confusion_command(eps: float | None, n_examples: int, **options) -> None:
     """Confusion matrices of the clean and the attacked predictions, side by side."""
     from . import plot as plotting
-    from .errors import UsageError
 
     budget = default_registry().create("datasets", options["dataset"]).default_train_eps if eps is None else eps
     if not 0.0 < budget <= 1.0:

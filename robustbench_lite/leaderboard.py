@@ -60,6 +60,52 @@ def ensure_writable(out_dir: Path) -> None:
         raise UsageError(f"output folder {str(out_dir)!r} is not writable: {error.strerror or error}") from None
 
 
+# What makes two runs the same benchmark: the sidecar fields that decide its rows and numbers.
+IDENTITY_FIELDS = ("eps", "seed", "training_config", "target", "shard", "eot", "acceleration", "deterministic")
+
+
+def run_identity(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The settings of the run that ``metadata`` describes which decide its leaderboard (plugin versions aside)."""
+    plugins = {kind: sorted(labels) for kind, labels in metadata.get("plugins", {}).items()}
+    data = metadata.get("dataset", {})
+    return {"plugins": plugins, "test_points": data.get("n_examples"),
+            **{field: metadata.get(field) for field in IDENTITY_FIELDS}}
+
+
+def refuse_another_run(out_dir: Path, name: str, metadata: dict[str, Any]) -> None:
+    """Raise a UsageError if ``<out_dir>/<name>.json`` holds the leaderboard of a run with other settings.
+
+    The same command again (a resumed or repeated run) may rewrite its own files; another would
+    silently replace a leaderboard its files no longer describe.
+    """
+    path = out_dir / f"{name}.json"
+    if not path.exists():
+        return
+    try:
+        recorded = run_identity(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, TypeError):
+        recorded = None
+    ours = json.loads(json.dumps(run_identity(metadata), default=str))  # as it would read back from the file
+    if recorded == ours:
+        return
+    differ = "unreadable" if recorded is None else ", ".join(key for key in ours if recorded.get(key) != ours[key])
+    raise UsageError(f"{str(path)!r} holds the leaderboard of another run (differs in: {differ}); "
+                     "give this run another --name or --out, or remove that file to replace it")
+
+
+def partial_reason(metadata: dict[str, Any]) -> str | None:
+    """Why the leaderboard of ``metadata``'s run is not final, or None when the run finished."""
+    pending = metadata.get("partial")
+    if pending:
+        return (f"{pending['jobs_finished']} of {pending['jobs']} trained models evaluated; "
+                f"missing: {', '.join(pending['missing'])}")
+    stores = metadata.get("merged_from") or ([metadata["store"]] if "store" in metadata else [])
+    unfinished = [str(store.get("run")) for store in stores if "finished" in store and not store["finished"]]
+    if unfinished:
+        return f"run {', '.join(unfinished)} in the results store never finished (interrupted, or still running)"
+    return None
+
+
 def _eps_column(eps: float) -> str:
     return f"eps={eps:g}"
 
@@ -117,7 +163,9 @@ def ranking(cells: pd.DataFrame, metadata: dict[str, Any] | None = None) -> pd.D
     wide.insert(0, "clean %", clean)
     wide = wide.reset_index()
     findings = sanity.check(cells, metadata)
-    wide["flags"] = [sanity.flags(findings, model, defense) for model, defense in zip(wide["model"], wide["defense"])]
+    partial = partial_reason(metadata if metadata is not None else cells.attrs.get("metadata") or {})
+    wide["flags"] = [", ".join(filter(None, [sanity.flags(findings, model, defense), "partial-run" if partial else ""]))
+                     for model, defense in zip(wide["model"], wide["defense"])]
     naive_rows = set(map(tuple, cells.loc[cells["evaluation"] == "naive", ["model", "defense"]].values))
     wide["_unranked"] = [
         _unranked_reason((model, defense) in naive_rows, findings.get((model, defense), []), worst)
@@ -164,7 +212,7 @@ def render(cells: pd.DataFrame, metadata: dict[str, Any], name: str, plots: dict
     table = table[["rank"] + [column for column in table.columns if column != "rank"]]
     findings = sanity.check(cells, metadata)
     sidecar = {
-        **metadata, "ranking": _records(ranks),
+        **metadata, "partial": partial_reason(metadata), "ranking": _records(ranks),
         "sanity": [
             {"model": model, "defense": defense, "check": finding.check, "reason": finding.reason}
             for (model, defense), row in findings.items() for finding in row
@@ -202,9 +250,12 @@ def _markdown(
     plots: dict[str, str],
 ) -> str:
     data = metadata["dataset"]
+    partial = partial_reason(metadata)
     lines = [
         f"# Leaderboard: {name}",
         "",
+        *([f"> **Partial leaderboard, not final**: {partial}. Every row is flagged `partial-run`.", ""]
+          if partial else []),
         f"Dataset **{data['name']}** ({data['n_examples']} test points of {data['n_test']}, "
         f"trained on {data['n_train']}), eps grid {', '.join(f'{eps:g}' for eps in metadata['eps'])}, "
         f"seed {metadata['seed']}, device {metadata['device']['type']}, "

@@ -318,10 +318,6 @@ def run(
         _check_output_size(build_model(builder, data, seed), builder, data)
     for recipe in recipes:
         _check_preprocessing(recipe, data)
-    # Opened only now, so that bad input leaves no empty store behind.
-    store_path = Path(db) if db is not None else out_dir / "results.db" if out_dir is not None else None
-    store = ResultsStore(store_path) if store_path is not None else None
-
     benchmark = _slug(name or data.name)
     cache = _cache(cache_dir, use_cache)
     metadata_ = _metadata(
@@ -345,6 +341,13 @@ def run(
     acceleration = acceleration or Acceleration()
     if acceleration.settings():
         metadata_["acceleration"] = acceleration.settings()
+    if out_dir is not None:
+        leaderboard.refuse_another_run(out_dir, benchmark, metadata_)
+    # Opened only now, so that bad input leaves no empty store behind.
+    store_path = Path(db) if db is not None else out_dir / "results.db" if out_dir is not None else None
+    store = ResultsStore(store_path) if store_path is not None else None
+    finished: dict[int, _JobResult] = {}
+    metadata_["partial"] = _unfinished(jobs, finished)
     run_id = store.start_run(benchmark, metadata_) if store is not None else None
     # Deterministic kernels change CUDA numbers, so such results are kept apart; on CPU they are the same.
     device_label = torch_device.type + ("-deterministic" if deterministic and torch_device.type == "cuda" else "")
@@ -353,10 +356,10 @@ def run(
         data, config, torch_device, cache, grid, data.x_test[:n_eval].clone(), data.y_test[:n_eval].clone(), target_index, eot,
         threats, store_path, use_cache, providers, device_label, deterministic, acceleration,
     )
-    finished: dict[int, _JobResult] = {}
     with _progress(progress) as bars:
         for index, result in _EXECUTORS[executor](jobs, context, bars):
             finished[index] = result
+            metadata_["partial"] = _unfinished(jobs, finished)
             cells = [cell for _, done in sorted(finished.items()) for cell in done.cells]
             trainings.update(result.trainings)
             evaluations.update(result.evaluations)
@@ -365,6 +368,7 @@ def run(
                 store.update_run(run_id, metadata_, _records(cells), finished=False)
             if out_dir is not None:
                 leaderboard.write(_frame(cells), metadata_, out_dir, benchmark)
+    del metadata_["partial"]  # every job is done
     frame = _frame(cells)
     metadata_["timings"] = {
         "total_seconds": round(time.perf_counter() - started, 3),  # this invocation, reused work excluded
@@ -470,6 +474,13 @@ def _run_job(job: _Job, context: _JobContext, bars: Progress) -> _JobResult:
             }
             cells += _evaluate_defense(model, record.key, job.builder, recipe, context.threats, settings, evaluations)
     return _JobResult(cells, trainings, evaluations, settings.work())
+
+
+def _unfinished(jobs: list[_Job], finished: dict[int, _JobResult]) -> dict[str, Any]:
+    """While jobs are outstanding, what the leaderboard lacks: it is marked partial until every job is done."""
+    missing = [f"{job.builder.label}/{recipe.label}"
+               for index, job in enumerate(jobs) if index not in finished for recipe in job.recipes]
+    return {"jobs_finished": len(finished), "jobs": len(jobs), "missing": missing}
 
 
 def _local_jobs(jobs: list[_Job], context: _JobContext, bars: Progress) -> Iterator[tuple[int, _JobResult]]:

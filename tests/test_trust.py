@@ -165,3 +165,39 @@ def test_model_unchanged_fails_and_restores_a_changed_model():
     assert not model.training and not model._forward_hooks
     with model_unchanged(model):  # an honest block passes
         model(torch.rand(2, 4))
+
+
+def test_a_leaderboard_written_before_the_run_ended_is_marked_partial(tmp_path, hostile, capsys):
+    from robustbench_lite.cli import main
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, defenses="none,interrupting", attacks="fgsm")
+    out = tmp_path / "out"
+    name = "synthetic"
+    assert "**Partial leaderboard, not final**: 1 of 2 trained models evaluated; missing: cnn/interrupting" in (
+        out / f"{name}.md").read_text()
+    assert pd.read_csv(out / f"{name}.csv")["flags"].str.contains("partial-run").all()
+    assert "missing: cnn/interrupting" in json.loads((out / f"{name}.json").read_text())["partial"]
+
+    capsys.readouterr()
+    assert main(["leaderboard", "--db", str(out / "results.db")]) == 2
+    assert "rbl: error: the run is partial (1 of 2 trained models evaluated; missing: cnn/interrupting)" in (
+        capsys.readouterr().err)
+    assert main(["leaderboard", "--db", str(out / "results.db"), "--allow-partial"]) == 0
+    assert "**Partial leaderboard, not final**" in capsys.readouterr().out
+
+    finished = run(tmp_path, defenses="none", attacks="fgsm", name="complete")
+    assert json.loads(finished.attrs["files"]["json"].read_text())["partial"] is None
+    assert "Partial" not in finished.attrs["files"]["md"].read_text()
+    assert "partial-run" not in ",".join(ranking(finished)["flags"])
+
+
+def test_another_run_cannot_overwrite_a_leaderboard(tmp_path):
+    first = run(tmp_path, attacks="fgsm")
+    with pytest.raises(rbl.UsageError, match=r"holds the leaderboard of another run \(differs in: plugins\)"):
+        run(tmp_path, attacks="pgd[steps=5]")
+    with pytest.raises(rbl.UsageError, match=r"differs in: eps"):
+        run(tmp_path, attacks="fgsm", eps="0,0.1")
+    again = run(tmp_path, attacks="fgsm")  # the same run may rewrite its own files
+    pd.testing.assert_series_equal(first["accuracy"], again["accuracy"])
+    run(tmp_path, attacks="pgd[steps=5]", name="other")  # or another run under another name

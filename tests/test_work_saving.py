@@ -101,9 +101,22 @@ def test_random_numbers_inside_sample_streams_belong_to_the_point_not_to_its_row
         uniform_like(torch.zeros(3, 5))
 
 
+EXAMPLE_TOLERANCE = 1e-5  # per input element: float rounding carried through the attack's steps
+
+
 @pytest.mark.parametrize("spec", ["pgd[restarts=2]", "pgd-l2[restarts=2]", "apgd-ce[steps=10,restarts=3]",
                                   "cw-linf[steps=10]", "aa[version=fast,steps=10]"])
-def test_a_points_adversarial_example_does_not_depend_on_its_batch(spec):
+@pytest.mark.parametrize("threads", [1, 2])  # the suite runs on one thread; kernels may sum otherwise on more
+def test_a_points_adversarial_example_does_not_depend_on_its_batch(spec, threads):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        check_batch_independence(spec)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def check_batch_independence(spec: str) -> None:
     torch.manual_seed(0)
     model = torch.nn.Sequential(
         torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 5)
@@ -124,9 +137,14 @@ def test_a_points_adversarial_example_does_not_depend_on_its_batch(spec):
 
     with sample_streams(0, range(40)):
         whole = attack.perturb(model, x, y, eps)
-    assert torch.equal(in_batches(streams=True), whole[order])
+    batched = in_batches(streams=True)
+    # What is guaranteed (docs/reproducibility.md): the same decision per point, and the same example up to
+    # float rounding; a batch of another size may sum in another order (seen: 1.2e-7 apart on 2 threads).
+    assert torch.equal(model(batched).argmax(1), model(whole[order]).argmax(1))
+    assert torch.allclose(batched, whole[order], rtol=0, atol=EXAMPLE_TOLERANCE)
     torch.manual_seed(1)
-    assert not torch.equal(in_batches(streams=False), attack.perturb(model, x, y, eps)[order])  # the global generator
+    unstreamed = in_batches(streams=False)
+    assert not torch.allclose(unstreamed, attack.perturb(model, x, y, eps)[order], rtol=0, atol=EXAMPLE_TOLERANCE)
     broken = model(whole).argmax(1) != y
     assert 0 < int(broken.sum()) < len(y)  # some points broken, some not: the restarts and subsets were used
 
