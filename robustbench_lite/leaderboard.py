@@ -269,7 +269,7 @@ def _markdown(
         "",
         "## Ranking",
         "",
-        _unranked_as_reason(ranks, ranks.attrs["unranked"]).to_markdown(index=False, floatfmt=".2f", missingval="failed"),
+        _markdown_table(_unranked_as_reason(ranks, ranks.attrs["unranked"])),
         "",
         *([f"![Robust accuracy vs eps per attack, one panel per model and defense]({plots['accuracy']})", ""]
           if "accuracy" in plots else []),
@@ -281,10 +281,8 @@ def _markdown(
         "(the exact bounds are `ci_low` and `ci_high` in the JSON sidecar): two accuracies whose intervals overlap "
         "are not shown to differ by this table.",
         "",
-        _unranked_as_reason(_plus_minus(table.drop(columns=["failed cells", "flags"]), cells),
-                            ranks.attrs["unranked"]).to_markdown(
-            index=False, floatfmt=".2f", missingval="failed"
-        ),
+        _markdown_table(_unranked_as_reason(_plus_minus(table.drop(columns=["failed cells", "flags"]), cells),
+                                            ranks.attrs["unranked"])),
         "",
     ]
     if "target" in metadata:
@@ -294,7 +292,7 @@ def _markdown(
             "",
             "Among the clean-correct test points of other classes, the share classified as the target after the attack.",
             "",
-            success_table(cells).to_markdown(index=False, floatfmt=".2f", missingval="failed"),
+            _markdown_table(success_table(cells)),
             "",
         ]
     failures = cells[cells["status"] != "ok"]
@@ -308,6 +306,11 @@ def _markdown(
     if metadata.get("command"):
         lines += ["Reproduce with:", "", "```", metadata["command"], "```", ""]
     return "\n".join(lines)
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    """``frame`` as a GitHub table; a number that could not be computed (NaN or None) reads "failed"."""
+    return frame.astype(object).where(frame.notna(), None).to_markdown(index=False, floatfmt=".2f", missingval="failed")
 
 
 def _plus_minus(table: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:

@@ -201,3 +201,22 @@ def test_another_run_cannot_overwrite_a_leaderboard(tmp_path):
     again = run(tmp_path, attacks="fgsm")  # the same run may rewrite its own files
     pd.testing.assert_series_equal(first["accuracy"], again["accuracy"])
     run(tmp_path, attacks="pgd[steps=5]", name="other")  # or another run under another name
+
+
+def test_hostile_plugins_next_to_an_honest_model(tmp_path, hostile):
+    """The issue's scripted check: the honest row ranked first and unchanged, every hostile row unranked with its reason."""
+    reference = run(tmp_path, "reference")
+    results = run(tmp_path, models="constant,nan-model,cnn,softmax-mlp", defenses="in-place-shift,none")
+    for attack in ("fgsm", "pgd[steps=5]", WORST_CASE):  # the honest row, after hostile rows ran and edited inputs
+        pd.testing.assert_frame_equal(cells_of(results[results["model"] == "cnn"], "none", attack),
+                                      cells_of(reference, "none", attack))
+    ranks = ranking(results).set_index(["model", "defense"])
+    assert ranks.loc[("cnn", "none"), "rank"] == 1 and ranks.loc[("cnn", "none"), "flags"] == ""
+    for defense in ("none", "in-place-shift"):
+        assert pd.isna(ranks.loc[("constant", defense), "rank"])
+        assert "constant-prediction" in ranks.loc[("constant", defense), "flags"]
+        assert pd.isna(ranks.loc[("nan-model", defense), "rank"])
+        assert "failed-cells" in ranks.loc[("nan-model", defense), "flags"]
+        assert "probability-outputs" in ranks.loc[("softmax-mlp", defense), "flags"]
+    markdown = results.attrs["files"]["md"].read_text()
+    assert "- constant / none: `constant-prediction`: class 0 is predicted for 100.0% of the 96 clean test points" in markdown

@@ -109,6 +109,23 @@ class Probabilities(ModelBuilder):
         return _Softmax(nn.Sequential(nn.Flatten(), nn.Linear(features, 32), nn.ReLU(), nn.Linear(32, num_classes)))
 
 
+class _NotANumber(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.linear = nn.LazyLinear(num_classes)
+
+    def forward(self, x):
+        return self.linear(x.flatten(1)) * float("nan")
+
+
+class NaNLogits(ModelBuilder):
+    name = "nan-model"
+    description = "a model whose logits are NaN (its training loss is NaN too)"
+
+    def build(self, input_shape, num_classes):
+        return _NotANumber(num_classes)
+
+
 @hookimpl
 def register_attacks(register):
     for attack in (Crashing, NotANumber, InPlace, WeightZeroing):
@@ -125,3 +142,4 @@ def register_defenses(register):
 def register_models(register):
     register(Constant)
     register(Probabilities)
+    register(NaNLogits)
