@@ -186,7 +186,7 @@ def leaderboard_command(
     records, metadata = merged_run(list(dbs), name, run_id)
     partial = partial_reason(metadata)
     if partial and not allow_partial:
-        raise UsageError(f"the run is partial ({partial}); finish it by running its command again, "
+        raise UsageError(f"the run is partial: {partial}; finish it by running its command again, "
                          "or pass --allow-partial to render it marked as partial")
     frame = cells_frame(records)
     benchmark = metadata["benchmark"]

@@ -102,7 +102,7 @@ def partial_reason(metadata: dict[str, Any]) -> str | None:
     stores = metadata.get("merged_from") or ([metadata["store"]] if "store" in metadata else [])
     unfinished = [str(store.get("run")) for store in stores if "finished" in store and not store["finished"]]
     if unfinished:
-        return f"run {', '.join(unfinished)} in the results store never finished (interrupted, or still running)"
+        return f"run {', '.join(unfinished)} in the results store has not finished: interrupted, or still running"
     return None
 
 

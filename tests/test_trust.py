@@ -181,7 +181,7 @@ def test_a_leaderboard_written_before_the_run_ended_is_marked_partial(tmp_path, 
 
     capsys.readouterr()
     assert main(["leaderboard", "--db", str(out / "results.db")]) == 2
-    assert "rbl: error: the run is partial (1 of 2 trained models evaluated; missing: cnn/interrupting)" in (
+    assert "rbl: error: the run is partial: 1 of 2 trained models evaluated; missing: cnn/interrupting;" in (
         capsys.readouterr().err)
     assert main(["leaderboard", "--db", str(out / "results.db"), "--allow-partial"]) == 0
     assert "**Partial leaderboard, not final**" in capsys.readouterr().out
