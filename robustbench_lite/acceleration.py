@@ -57,7 +57,8 @@ class Acceleration:
         if self.compile:
             model = torch.compile(model)
         if self.channels_last or self.precision != "fp32":
-            model = _Accelerated(model, self.channels_last, self.precision == "bf16")
+            # in the wrapped model's mode: a new module starts in train mode
+            model = _Accelerated(model, self.channels_last, self.precision == "bf16").train(model.training)
         return model
 
 

@@ -21,7 +21,7 @@ from . import __version__
 from .acceleration import PRECISIONS, Acceleration
 from .bench import bench, describe_setting, format_table, write_json
 from .errors import RblError, UsageError
-from .leaderboard import FORMATS, ensure_writable, partial_reason, ranking, render, write
+from .leaderboard import FORMATS, ensure_writable, partial_reason, ranking, refuse_another_run, render, write
 from .options import format_value
 from .registry import KINDS, default_registry
 from .runner import DEVICES, EXECUTORS, cells_frame, run
@@ -194,6 +194,7 @@ def leaderboard_command(
         click.echo(render(frame, metadata, benchmark)[fmt], nl=False)
         return
     ensure_writable(out)
+    refuse_another_run(out, benchmark, metadata)
     for path in write(frame, metadata, out, benchmark).values():
         click.echo(f"wrote {path}")
 

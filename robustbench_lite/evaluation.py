@@ -102,6 +102,9 @@ class PassCounter(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        # In the model's mode: a new module starts in train mode, and a wrapped attack that restores the
+        # mode it found (torchattacks does) would otherwise put the model in train mode.
+        self.train(model.training)
         self.forward_images = 0
         self.backward_images = 0
 

@@ -940,8 +940,8 @@ def _degeneracy_probes(row: _Row, clean: torch.Tensor, settings: _EvaluationSett
     try:
         with model_unchanged(row.model, "the model probe"):
             found["model_probe"] = probes.model_probe(row.model, settings.x, settings.y, row.gradient)
-    except Exception:  # the clean evaluation worked, so the cells say what matters; the probe just stays out
-        pass
+    except Exception as error:  # the cells are scored all the same; the sidecar says why this probe is missing
+        found["model_probe_error"] = f"{type(error).__name__}: {error}"
     return found
 
 

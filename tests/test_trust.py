@@ -220,3 +220,16 @@ def test_hostile_plugins_next_to_an_honest_model(tmp_path, hostile):
         assert "probability-outputs" in ranks.loc[("softmax-mlp", defense), "flags"]
     markdown = results.attrs["files"]["md"].read_text()
     assert "- constant / none: `constant-prediction`: class 0 is predicted for 100.0% of the 96 clean test points" in markdown
+
+
+def test_the_pass_counter_keeps_the_models_mode():
+    """torchattacks restores the mode it found on the model it is given: a counter in train mode around an eval-mode
+    model made it put the model in train mode (now a ModelChangedError, before a silent change)."""
+    from robustbench_lite.evaluation import PassCounter
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.Dropout(0.5)).eval()
+    counter = PassCounter(model)
+    was = counter.training
+    counter.eval()
+    counter.train(was)  # what such an attack does on leaving
+    assert not model.training
