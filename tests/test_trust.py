@@ -233,3 +233,24 @@ def test_the_pass_counter_keeps_the_models_mode():
     counter.eval()
     counter.train(was)  # what such an attack does on leaving
     assert not model.training
+
+
+@pytest.mark.parametrize("attack, error", [("in-place", AttackBoundsError), ("weight-zeroing", ModelChangedError)])
+def test_bench_and_plots_refuse_what_the_leaderboard_would(tmp_path, hostile, attack, error):
+    from robustbench_lite import bench, plot
+    from robustbench_lite.registry import default_registry
+
+    threat = default_registry().create("attacks", attack)
+    workload = bench.make_workload("cnn@1x28x28", batch_size=8)
+    weights = {name: tensor.clone() for name, tensor in workload.model.state_dict().items()}
+    with pytest.raises(error):
+        bench.measure(threat, workload, repeats=1, torchattacks=False)
+    assert all(torch.equal(workload.model.state_dict()[name], tensor) for name, tensor in weights.items())
+    x = workload.x.clone()
+    with pytest.raises(error):
+        plot.adversarial_examples(workload.model, threat, workload.x, workload.y, [0.1], list("0123456789"),
+                                  tmp_path / "examples.png")
+    with pytest.raises(error):
+        plot.confusion_matrices(workload.model, threat, workload.x, workload.y, 0.1, list("0123456789"),
+                                tmp_path / "confusion.png")
+    assert torch.equal(workload.x, x) and not (tmp_path / "examples.png").exists()
