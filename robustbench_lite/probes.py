@@ -3,17 +3,16 @@
 A degenerate model scores well for the wrong reason: a constant classifier is never "broken" by an
 attack, a model whose outputs are probabilities or whose input gradient is zero starves gradient
 attacks, and a model that runs an optimisation (gradient calls) inside its forward pass is a
-dynamic defense that fixed attacks evaluate poorly. After the checks of AutoAttack (Croce & Hein
+dynamic defense that fixed attacks evaluate poorly (seen as layers running with gradients enabled
+inside a forward pass made under ``no_grad``). After the checks of AutoAttack (Croce & Hein
 2020), measured on the first :data:`PROBE_POINTS` test points; the results go into the run's
 metadata, where the sanity checks read them.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import FrameType
 from typing import Any
 
 import torch
@@ -37,18 +36,19 @@ def class_shares(clean: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
 
 
 def model_probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, gradient: str) -> dict[str, Any]:
-    """Probability-like outputs, points with a zero input gradient and gradient calls inside the forward pass.
+    """Probability-like outputs, points with a zero input gradient, and layers run with gradients enabled
+    inside a forward pass made without them.
 
     ``gradient`` is what the row's attacks see through a preprocessing; where it is ``"zero"`` (the
     naive evaluation of a non-differentiable one) zero gradients are by design and not probed.
     """
     x, y = x[:PROBE_POINTS].clone(), y[:PROBE_POINTS]
-    with torch.no_grad(), _gradient_calls() as calls:
+    with torch.no_grad(), _gradient_calls(model) as calls:
         outputs = model(x)
     probe: dict[str, Any] = {
         "n": len(x),
         "probability_outputs": _probability_like(outputs),
-        "gradient_calls_in_forward": calls[0],
+        "grad_enabled_calls_in_forward": calls[0],
     }
     if gradient != "zero":
         probe["zero_gradient_points"] = _zero_gradient_points(model, x, y)
@@ -73,18 +73,20 @@ def _zero_gradient_points(model: nn.Module, x: torch.Tensor, y: torch.Tensor) ->
 
 
 @contextmanager
-def _gradient_calls() -> Iterator[list[int]]:
-    """Count calls of torch.autograd.grad and torch.autograd.backward (which Tensor.backward uses) in the block."""
-    watched = {torch.autograd.grad.__code__, torch.autograd.backward.__code__}
+def _gradient_calls(model: nn.Module) -> Iterator[list[int]]:
+    """Count the submodule calls of ``model`` made with gradients enabled inside a block run under ``no_grad``.
+
+    A forward pass that turns gradients back on inside itself is optimising something (a purifier, a
+    test-time attack): module hooks see it, without tracing every Python call.
+    """
     calls = [0]
-    previous = sys.getprofile()
 
-    def profile(frame: FrameType, event: str, arg: Any) -> None:
-        if event == "call" and frame.f_code in watched:
-            calls[0] += 1
+    def count(module: nn.Module, inputs: Any) -> None:
+        calls[0] += torch.is_grad_enabled()
 
-    sys.setprofile(profile)
+    handles = [module.register_forward_pre_hook(count) for module in model.modules()]
     try:
         yield calls
     finally:
-        sys.setprofile(previous)
+        for handle in handles:
+            handle.remove()

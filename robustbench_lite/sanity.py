@@ -58,7 +58,7 @@ CHECKS: dict[str, str] = {
     "chance-accuracy": "clean accuracy no better than always answering the commonest class; not ranked",
     "probability-outputs": "the model outputs probabilities, not logits (gradients of the loss vanish)",
     "zero-gradients": f"at least {100 * ZERO_GRADIENT_SHARE:g}% of the probed points have a zero input gradient",
-    "gradient-in-forward": "the forward pass calls autograd (a dynamic defense: fixed attacks may not suffice)",
+    "gradient-in-forward": "the forward pass turns gradients on inside itself (a dynamic defense: fixed attacks may not suffice)",
 }
 UNRANKED_CHECKS = frozenset({"failed-cells", "constant-prediction", "chance-accuracy"})
 
@@ -240,11 +240,12 @@ def _probe_findings(evaluation: Mapping[str, Any] | None) -> list[Finding | None
         return []
     n = probe["n"]
     zero = probe.get("zero_gradient_points", 0)
-    calls = probe["gradient_calls_in_forward"]
+    calls = probe["grad_enabled_calls_in_forward"]
     return [
         Finding("probability-outputs", f"on {n} probed points every output lies in [0, 1] and sums to 1")
         if probe["probability_outputs"] else None,
         Finding("zero-gradients", f"{zero} of {n} probed points have an input gradient of exactly zero")
         if n and zero >= ZERO_GRADIENT_SHARE * n else None,
-        Finding("gradient-in-forward", f"one forward pass made {calls} autograd call(s)") if calls else None,
+        Finding("gradient-in-forward", f"a forward pass made without gradients ran {calls} layer call(s) with "
+                "gradients enabled: the model optimises something inside itself") if calls else None,
     ]

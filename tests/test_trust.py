@@ -130,9 +130,9 @@ def test_gradient_calls_inside_the_forward_pass_are_found():
             return self.linear(x - 0.1 * step)
 
     x, y = torch.rand(8, 4), torch.zeros(8, dtype=torch.long)
-    assert probes.model_probe(Purifying(), x, y, "exact")["gradient_calls_in_forward"] == 1
+    assert probes.model_probe(Purifying(), x, y, "exact")["grad_enabled_calls_in_forward"] == 1
     assert probes.model_probe(torch.nn.Linear(4, 2), x, y, "exact") == {
-        "n": 8, "probability_outputs": False, "gradient_calls_in_forward": 0, "zero_gradient_points": 0}
+        "n": 8, "probability_outputs": False, "grad_enabled_calls_in_forward": 0, "zero_gradient_points": 0}
 
 
 def test_guarded_perturb_checks_against_its_own_copy_of_the_inputs():
