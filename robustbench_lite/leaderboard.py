@@ -143,7 +143,11 @@ def success_table(cells: pd.DataFrame) -> pd.DataFrame:
     return _per_eps(cells, "target_success").reset_index()
 
 
-def ranking(cells: pd.DataFrame, metadata: dict[str, Any] | None = None) -> pd.DataFrame:
+def ranking(
+    cells: pd.DataFrame,
+    metadata: dict[str, Any] | None = None,
+    findings: dict[tuple[str, str], list[sanity.Finding]] | None = None,
+) -> pd.DataFrame:
     """One row per (model, defense): clean accuracy, the R&G score of each attack and the worst case, and ``flags``.
 
     Ranked by worst-case R&G. Unranked (rank <NA>, listed last): naive evaluations of defended
@@ -151,7 +155,7 @@ def ranking(cells: pd.DataFrame, metadata: dict[str, Any] | None = None) -> pd.D
     :data:`~robustbench_lite.sanity.UNRANKED_CHECKS` (degenerate models).
 
     ``flags`` names the sanity checks the row fails ("" if none), computed with the run's
-    ``metadata`` (``cells.attrs["metadata"]`` by default).
+    ``metadata`` (``cells.attrs["metadata"]`` by default) unless their ``findings`` are given.
     """
     table = accuracy_table(cells)
     present = pd.MultiIndex.from_frame(table[["model", "defense"]].drop_duplicates())
@@ -162,7 +166,7 @@ def ranking(cells: pd.DataFrame, metadata: dict[str, Any] | None = None) -> pd.D
     clean = table[table["attack"] == WORST_CASE].set_index(["model", "defense"])[_eps_column(0.0)]
     wide.insert(0, "clean %", clean)
     wide = wide.reset_index()
-    findings = sanity.check(cells, metadata)
+    findings = sanity.check(cells, metadata) if findings is None else findings
     partial = partial_reason(metadata if metadata is not None else cells.attrs.get("metadata") or {})
     wide["flags"] = [", ".join(filter(None, [sanity.flags(findings, model, defense), "partial-run" if partial else ""]))
                      for model, defense in zip(wide["model"], wide["defense"])]
@@ -189,28 +193,31 @@ def _unranked_reason(naive: bool, findings: list[sanity.Finding], worst_case_rg:
     return "degenerate" if checks & sanity.UNRANKED_CHECKS else ""
 
 
-def write(cells: pd.DataFrame, metadata: dict[str, Any], out_dir: Path, name: str) -> dict[str, Path]:
+def write(
+    cells: pd.DataFrame, metadata: dict[str, Any], out_dir: Path, name: str, plots: bool = True
+) -> dict[str, Path]:
     """Write ``<name>.csv``, ``<name>.md``, ``<name>.json`` and the plots the Markdown links into ``out_dir``.
 
-    Returns the paths by format, plus ``accuracy`` for the accuracy-vs-eps plot.
+    Returns the paths by format, plus ``accuracy`` for the accuracy-vs-eps plot. With ``plots`` false
+    the plots are not drawn (a run draws them once, at its end): the Markdown links them all the same.
     """
-    plots = plot.leaderboard_plots(cells, out_dir, name)
+    drawn = plot.leaderboard_plots(cells, out_dir, name) if plots else {}
     paths = {}
-    for suffix, text in render(cells, metadata, name, {kind: path.name for kind, path in plots.items()}).items():
+    for suffix, text in render(cells, metadata, name, plot.leaderboard_plot_names(name)).items():
         paths[suffix] = out_dir / f"{name}.{suffix}"
         _write_text(paths[suffix], text)
-    return {**paths, **plots}
+    return {**paths, **drawn}
 
 
 def render(cells: pd.DataFrame, metadata: dict[str, Any], name: str, plots: dict[str, str] | None = None) -> dict[str, str]:
     """The leaderboard as the text of each format in :data:`FORMATS`; the Markdown links ``plots`` (kind: file name)."""
     table = accuracy_table(cells)
-    ranks = ranking(cells, metadata)
+    findings = sanity.check(cells, metadata)
+    ranks = ranking(cells, metadata, findings)
     table = table.merge(ranks[["model", "defense", "rank", "flags"]], on=["model", "defense"])
     table["_worst_last"] = table["attack"].eq(WORST_CASE)
     table = table.sort_values(["rank", "_worst_last"], kind="stable").drop(columns="_worst_last")
     table = table[["rank"] + [column for column in table.columns if column != "rank"]]
-    findings = sanity.check(cells, metadata)
     sidecar = {
         **metadata, "partial": partial_reason(metadata), "ranking": _records(ranks),
         "sanity": [

@@ -119,9 +119,14 @@ def confusion_matrices(
     return _save(_confusion_figure(model, attack, x, y, eps, classes, batch_size), path)
 
 
+def leaderboard_plot_names(name: str) -> dict[str, str]:
+    """The file names of the plots the leaderboard ``name`` links, by kind."""
+    return {"accuracy": f"{name}-accuracy.png"}
+
+
 def leaderboard_plots(cells: pd.DataFrame, out_dir: Path, name: str) -> dict[str, Path]:
-    """The plots a leaderboard links: ``<name>-accuracy.png`` in ``out_dir``; returns ``{"accuracy": path}``."""
-    path = out_dir / f"{name}-accuracy.png"
+    """Draw the plots a leaderboard links into ``out_dir``; returns their paths by kind (``{"accuracy": path}``)."""
+    path = out_dir / leaderboard_plot_names(name)["accuracy"]
     return {"accuracy": accuracy_vs_eps(cells, path, title=f"{name}: robust accuracy vs ε")}
 
 

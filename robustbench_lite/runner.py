@@ -366,8 +366,9 @@ def run(
             # Keep what is finished even if a later job crashes.
             if store is not None:
                 store.update_run(run_id, metadata_, _records(cells), finished=False)
-            if out_dir is not None:
-                leaderboard.write(_frame(cells), metadata_, out_dir, benchmark)
+            # Rewritten only when the job changed something: a reused job leaves the same text; plots come at the end.
+            if out_dir is not None and _changed_something(result):
+                leaderboard.write(_frame(cells), metadata_, out_dir, benchmark, plots=False)
     del metadata_["partial"]  # every job is done
     frame = _frame(cells)
     metadata_["timings"] = {
@@ -474,6 +475,12 @@ def _run_job(job: _Job, context: _JobContext, bars: Progress) -> _JobResult:
             }
             cells += _evaluate_defense(model, record.key, job.builder, recipe, context.threats, settings, evaluations)
     return _JobResult(cells, trainings, evaluations, settings.work())
+
+
+def _changed_something(result: _JobResult) -> bool:
+    """Whether a job did more than reuse stored cells and cached weights: trained, computed or failed something."""
+    return bool(result.work["cells_computed"]) or any(cell.status != "ok" for cell in result.cells) or any(
+        not entry.get("from_cache") for entry in result.trainings.values())
 
 
 def _unfinished(jobs: list[_Job], finished: dict[int, _JobResult]) -> dict[str, Any]:
