@@ -251,6 +251,24 @@ def no_download(monkeypatch):
     monkeypatch.setattr(torchvision.datasets.CIFAR10, "download", refuse)
 
 
+def test_file_names_agree_with_torchvisions():
+    assert Mnist.FILES == tuple(name.removesuffix(".gz") for name, _ in torchvision.datasets.MNIST.resources)
+    assert (Cifar10.BASE_FOLDER, Cifar10.ARCHIVE) == (torchvision.datasets.CIFAR10.base_folder,
+                                                      torchvision.datasets.CIFAR10.filename)
+
+
+def test_torchvision_is_imported_only_when_a_torchvision_dataset_loads(tmp_path):
+    """It costs about as much as importing torch; a moons run or `rbl list` has no use for it."""
+    import subprocess
+    import sys
+
+    script = ("import sys, robustbench_lite as rbl; rbl.run(dataset='synthetic[n_train=32,n_test=8,shape=4]', models='mlp', "
+              "defenses='none', attacks='fgsm', epochs=1, use_cache=False, device='cpu'); "
+              "from robustbench_lite.cli import main; main(['list']); print('torchvision' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "False"
+
+
 def test_real_mnist(shared_data, no_download):
     data = Mnist(download=False).load(shared_data)
     check_contract(data, 14_262, 10_000, (1, 28, 28), 10)

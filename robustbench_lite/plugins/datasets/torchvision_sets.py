@@ -10,11 +10,9 @@ from __future__ import annotations
 import abc
 import contextlib
 import tarfile
+import importlib
 from pathlib import Path
-from typing import ClassVar
-
-from torchvision.datasets import CIFAR10, MNIST, VisionDataset
-from torchvision.datasets.utils import extract_archive
+from typing import TYPE_CHECKING, ClassVar
 
 from robustbench_lite.errors import DatasetMissingError
 from robustbench_lite.hookspecs import Register, hookimpl
@@ -22,6 +20,12 @@ from robustbench_lite.interfaces import Dataset, DatasetLoader
 from robustbench_lite.options import Option
 
 from ._common import images_to_tensor, labels_to_tensor
+
+if TYPE_CHECKING:
+    from torchvision.datasets import VisionDataset
+
+# torchvision is imported when a dataset loads, not with the plugin: importing it costs about as much
+# as torch itself (it pulls in torch._dynamo), and every rbl command registers this plugin.
 
 
 def _last_line(error: BaseException) -> str:
@@ -34,7 +38,7 @@ class TorchvisionLoader(DatasetLoader):
     """Shared loading logic; subclasses say which torchvision class, statistics and files."""
 
     options = (Option("download", bool, True, "download into data_dir with torchvision when the files are missing"),)
-    dataset_class: ClassVar[type[VisionDataset]]
+    dataset_class: ClassVar[str]  # the torchvision.datasets class, by name
     title: ClassVar[str]
     mean: ClassVar[tuple[float, ...]]
     std: ClassVar[tuple[float, ...]]
@@ -84,14 +88,17 @@ class TorchvisionLoader(DatasetLoader):
         )
 
     def _open(self, root: Path, download: bool) -> tuple[VisionDataset, VisionDataset]:
+        dataset_class = getattr(importlib.import_module("torchvision.datasets"), self.dataset_class)
         return (
-            self.dataset_class(root=str(root), train=True, download=download),
-            self.dataset_class(root=str(root), train=False, download=download),
+            dataset_class(root=str(root), train=True, download=download),
+            dataset_class(root=str(root), train=False, download=download),
         )
 
     def _unpack_local_archives(self, root: Path) -> None:
         for archive, target in self.archives(root):
             if archive.is_file() and not target.exists():
+                from torchvision.datasets.utils import extract_archive
+
                 try:
                     extract_archive(str(archive), str(target.parent))
                 except (OSError, EOFError, tarfile.TarError) as error:
@@ -108,7 +115,7 @@ class Mnist(TorchvisionLoader):
 
     name = "mnist"
     description = "MNIST handwritten digits (torchvision; files in <data-dir>/MNIST/raw/)"
-    dataset_class = MNIST
+    dataset_class = "MNIST"
     title = "MNIST"
     mean = (0.1307,)
     std = (0.3081,)
@@ -116,7 +123,8 @@ class Mnist(TorchvisionLoader):
     default_train_eps = 0.3
     default_epochs = 3
 
-    FILES = tuple(name.removesuffix(".gz") for name, _ in MNIST.resources)
+    # torchvision's MNIST.resources, without their .gz (tests/test_datasets.py checks they agree)
+    FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
     def folder(self, root: Path) -> Path:
         return root / "MNIST" / "raw"
@@ -137,8 +145,11 @@ class Cifar10(TorchvisionLoader):
 
     name = "cifar10"
     description = "CIFAR-10 (torchvision; cifar-10-python.tar.gz or cifar-10-batches-py/ in <data-dir>)"
-    dataset_class = CIFAR10
+    dataset_class = "CIFAR10"
     title = "CIFAR-10"
+    # torchvision's CIFAR10.base_folder and CIFAR10.filename (tests/test_datasets.py checks they agree)
+    BASE_FOLDER = "cifar-10-batches-py"
+    ARCHIVE = "cifar-10-python.tar.gz"
     mean = (0.4914, 0.4822, 0.4465)
     std = (0.2470, 0.2435, 0.2616)
     default_eps = (0.0, 0.01, 0.03, 0.1, 0.2)
@@ -146,13 +157,13 @@ class Cifar10(TorchvisionLoader):
     default_epochs = 10
 
     def folder(self, root: Path) -> Path:
-        return root / CIFAR10.base_folder
+        return root / self.BASE_FOLDER
 
     def files_hint(self, root: Path) -> str:
-        return f"put {CIFAR10.filename} or the extracted {CIFAR10.base_folder}/ in {root}/"
+        return f"put {self.ARCHIVE} or the extracted {self.BASE_FOLDER}/ in {root}/"
 
     def archives(self, root: Path) -> list[tuple[Path, Path]]:
-        return [(root / CIFAR10.filename, self.folder(root))]
+        return [(root / self.ARCHIVE, self.folder(root))]
 
     def class_names(self, train: VisionDataset) -> list[str]:
         return list(train.classes)
