@@ -1,0 +1,93 @@
+"""Bit rot and damaged storage: checkpoints and stored results are verified on load, never reused unverified;
+the store's write-ahead log is folded into results.db; full disks and damaged stores give one clear line."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import shutil
+import sqlite3
+import struct
+import time
+import zipfile
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+import torch
+
+from robustbench_lite.cli import main
+from robustbench_lite.store import ResultsStore
+
+FAST = ["run", "--dataset", "moons", "--models", "mlp", "--defenses", "none", "--attacks", "fgsm", "--eps", "0,0.1",
+        "--epochs", "1", "--n-examples", "64", "--device", "cpu", "--quiet"]
+
+
+def run_fast(tmp_path: Path, capsys, *extra: str) -> tuple[int, str, list[str]]:
+    """``rbl run`` on moons (mlp, 1 epoch) with its own cache and out folder; (exit status, stdout, stderr lines)."""
+    status = main([*FAST, "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out"), *extra])
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    return status, captured.out, captured.err.splitlines()
+
+
+def leaderboard(tmp_path: Path) -> str:
+    return (tmp_path / "out" / "moons.csv").read_text()
+
+
+def flip_weight_byte(checkpoint: Path) -> None:
+    """Flip one byte in the middle of the largest tensor's data: the zip's CRC is not checked, so torch loads it."""
+    with zipfile.ZipFile(checkpoint) as archive:
+        member = max((info for info in archive.infolist() if "/data/" in info.filename), key=lambda i: i.file_size)
+    raw = bytearray(checkpoint.read_bytes())
+    name_length, extra_length = struct.unpack("<HH", raw[member.header_offset + 26 : member.header_offset + 30])
+    raw[member.header_offset + 30 + name_length + extra_length + member.file_size // 2] ^= 0xFF
+    checkpoint.write_bytes(bytes(raw))
+    torch.load(checkpoint, weights_only=True)  # still loads: only a digest tells
+
+
+def test_a_flipped_byte_in_a_checkpoint_is_warned_about_and_retrained_to_the_same_numbers(tmp_path, capsys):
+    assert run_fast(tmp_path, capsys)[0] == 0
+    first = leaderboard(tmp_path)
+    (checkpoint,) = (tmp_path / "cache").glob("*.pt")
+    flip_weight_byte(checkpoint)
+    (tmp_path / "out" / "results.db").unlink()  # the cells would be reused from the store otherwise
+
+    status, _, err = run_fast(tmp_path, capsys)
+    assert status == 0
+    (line,) = err
+    assert line.startswith(f"rbl: warning: ignoring checkpoint {checkpoint}: it does not match its digest")
+    assert line.endswith("; retraining")
+    assert leaderboard(tmp_path) == first
+    assert run_fast(tmp_path, capsys)[2] == []  # the retrained weights replaced the damaged file
+
+
+def test_a_checkpoint_without_a_digest_is_unverified_and_retrained(tmp_path, capsys):
+    assert run_fast(tmp_path, capsys)[0] == 0
+    (checkpoint,) = (tmp_path / "cache").glob("*.pt")
+    saved = torch.load(checkpoint, weights_only=True)
+    del saved["sha256"]  # as robustbench_lite wrote checkpoints before it verified them
+    torch.save(saved, checkpoint)
+    status, _, err = run_fast(tmp_path, capsys)
+    assert status == 0
+    (line,) = err
+    assert line.startswith(f"rbl: warning: ignoring checkpoint {checkpoint}: it has no digest")
+    assert line.endswith("; retraining")
+
+
+def test_a_full_disk_when_caching_weights_keeps_the_trained_model_and_evaluates_it(tmp_path, capsys, monkeypatch):
+    assert run_fast(tmp_path / "reference", capsys)[0] == 0
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    status, _, err = run_fast(tmp_path, capsys)
+    assert status == 0
+    (line,) = err
+    assert line.startswith(f"rbl: warning: could not cache the trained weights in {tmp_path / 'cache'}/mlp-moons-none-")
+    assert line.endswith(": OSError: [Errno 28] No space left on device; evaluating them uncached")
+    assert list((tmp_path / "cache").iterdir()) == []  # no temporary file left behind
+    assert leaderboard(tmp_path) == leaderboard(tmp_path / "reference")
+
