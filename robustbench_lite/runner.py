@@ -439,6 +439,7 @@ def _run_job(job: _Job, context: _JobContext, bars: Progress) -> _JobResult:
     settings = _EvaluationSettings(
         context.grid, context.x.to(context.device), context.y.to(context.device), context.target, context.config,
         context.eot, bars, store, context.reuse, context.providers, context.device_label, context.acceleration,
+        context.data.num_classes,
     )
     labels = [attack.label for attack in context.threats]
     cells: list[Cell] = []
@@ -687,6 +688,7 @@ class _EvaluationSettings:
     providers: dict[str, str]  # plugin name -> the distribution (and version) that provides it
     device: str
     acceleration: Acceleration
+    num_classes: int  # stored predictions outside 0..num_classes-1 are damaged, never reused
     computed: int = 0
     reused: int = 0
     # Model passes of every result used, reused ones included; None once a result stored before
@@ -771,7 +773,7 @@ class _EvaluationSettings:
         """``compute(model)``'s predictions, with its seconds and the model passes it took (counted
         through a :class:`PassCounter`), taken from the store when it holds them."""
         if self.store is not None and self.reuse:
-            found = self.store.get(key)
+            found = self.store.get(key, self.num_classes)
             if found is not None:
                 self.reused += 1
                 return self._tally(_Outcome(found.predictions.to(self.y.device), found.seconds,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import warnings
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -45,7 +46,8 @@ CREATE TABLE IF NOT EXISTS results (
     error TEXT NOT NULL DEFAULT '',
     created TEXT NOT NULL,
     forward_images INTEGER,        -- images passed forward through the model, scoring included
-    backward_images INTEGER        -- input gradients taken, in images
+    backward_images INTEGER,       -- input gradients taken, in images
+    digest TEXT                    -- sha256 of key, n and predictions (see _row_digest), ok results only
 );
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -65,6 +67,26 @@ def key_digest(key: dict[str, Any]) -> str:
 
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+
+
+def _row_digest(identity: str, n: int, blob: bytes) -> str:
+    """sha256 of a stored result's key digest, its number of points and its predictions' bytes: a blob
+    damaged on disk, or moved under another key, no longer matches."""
+    return hashlib.sha256(f"{identity}:{n}:".encode() + blob).hexdigest()
+
+
+def _damage(identity: str, blob: bytes, n: int, digest: str | None, num_classes: int | None) -> str | None:
+    """What is wrong with a stored result (SQLite's own checks do not look inside blobs), or None."""
+    if digest is None:
+        return "it was stored without a digest (before robustbench_lite verified results), so it is unverified"
+    if len(blob) != 2 * n:
+        return f"its predictions hold {len(blob) / 2:g} labels, not {n}"
+    if digest != _row_digest(identity, n, blob):
+        return "its predictions do not match their digest (bit rot or tampering)"
+    labels = np.frombuffer(blob, dtype="<i2")
+    if num_classes is not None and len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        return f"its labels {labels.min()}..{labels.max()} are not all classes 0..{num_classes - 1} of this dataset"
+    return None
 
 
 def _now() -> str:
@@ -100,9 +122,10 @@ class ResultsStore:
                 connection.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
                 connection.executescript(_SCHEMA)
                 columns = {row[1] for row in connection.execute("PRAGMA table_info(results)")}
-                for column in ("forward_images", "backward_images"):  # stores from before the pass counts
+                # stores from before the pass counts, and before the digests
+                for column, kind in (("forward_images", "INTEGER"), ("backward_images", "INTEGER"), ("digest", "TEXT")):
                     if column not in columns:
-                        connection.execute(f"ALTER TABLE results ADD COLUMN {column} INTEGER")
+                        connection.execute(f"ALTER TABLE results ADD COLUMN {column} {kind}")
                 version = connection.execute("PRAGMA user_version").fetchone()[0]
                 if version == 0:
                     connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -121,19 +144,28 @@ class ResultsStore:
 
     # -- results ---------------------------------------------------------------------------
 
-    def get(self, key: dict[str, Any]) -> StoredResult | None:
-        """The finished result stored under ``key``, or None (also for a recorded failure)."""
+    def get(self, key: dict[str, Any], num_classes: int | None = None) -> StoredResult | None:
+        """The finished result stored under ``key``, or None (also for a recorded failure).
+
+        A result that fails verification (its digest, its length, its labels against ``num_classes``
+        when given) is None too, with a one-line warning: it is recomputed, never reused.
+        """
+        identity = key_digest(key)
         with self._connect() as connection:
             row = connection.execute(
-                "SELECT predictions, n, seconds, forward_images, backward_images FROM results "
-                "WHERE key = ? AND status = 'ok'", (key_digest(key),)
+                "SELECT predictions, n, seconds, forward_images, backward_images, digest FROM results "
+                "WHERE key = ? AND status = 'ok'", (identity,)
             ).fetchone()
         if row is None:
             return None
-        predictions = torch.from_numpy(np.frombuffer(row[0], dtype="<i2").astype(np.int64))
-        if len(predictions) != row[1]:  # cannot happen short of tampering: recompute rather than trust it
+        blob, n, seconds, forward_images, backward_images, stored_digest = row
+        problem = _damage(identity, blob, n, stored_digest, num_classes)
+        if problem is not None:
+            warnings.warn(f"ignoring stored result {identity[:12]} in results store {str(self.path)!r}: "
+                          f"{problem}; recomputing", stacklevel=2)
             return None
-        return StoredResult(predictions, float(row[2]), row[3], row[4])
+        predictions = torch.from_numpy(np.frombuffer(blob, dtype="<i2").astype(np.int64))
+        return StoredResult(predictions, float(seconds), forward_images, backward_images)
 
     def put(self, key: dict[str, Any], predictions: torch.Tensor, seconds: float,
             forward_images: int | None = None, backward_images: int | None = None) -> None:
@@ -150,12 +182,14 @@ class ResultsStore:
 
     def _insert(self, key: dict[str, Any], status: str, blob: bytes | None, n: int, seconds: float, error: str,
                 forward_images: int | None, backward_images: int | None) -> None:
+        identity = key_digest(key)
+        digest = _row_digest(identity, n, blob) if blob is not None else None
         with self._connect() as connection:
             connection.execute(
                 "INSERT OR REPLACE INTO results (key, key_json, status, predictions, n, seconds, error, created, "
-                "forward_images, backward_images) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (key_digest(key), _canonical(key), status, blob, n, float(seconds), error, _now(),
-                 forward_images, backward_images),
+                "forward_images, backward_images, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (identity, _canonical(key), status, blob, n, float(seconds), error, _now(),
+                 forward_images, backward_images, digest),
             )
 
     def count(self, status: str = "ok") -> int:

@@ -91,3 +91,65 @@ def test_a_full_disk_when_caching_weights_keeps_the_trained_model_and_evaluates_
     assert list((tmp_path / "cache").iterdir()) == []  # no temporary file left behind
     assert leaderboard(tmp_path) == leaderboard(tmp_path / "reference")
 
+
+def damage_blob(db: Path, damage) -> None:
+    """Rewrite the blob of the first stored clean result (eps 0) with ``damage(bytearray)``."""
+    with sqlite3.connect(db) as connection:
+        key, blob = connection.execute(
+            "SELECT key, predictions FROM results WHERE status = 'ok' AND json_extract(key_json, '$.eps') = 0"
+        ).fetchone()
+        damaged = bytearray(blob)
+        damage(damaged)
+        connection.execute("UPDATE results SET predictions = ? WHERE key = ?", (bytes(damaged), key))
+        assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"  # SQLite sees nothing wrong
+
+
+def flip_a_byte(blob: bytearray) -> None:
+    blob[len(blob) // 2 + 1] ^= 0x01  # the high byte of a label: from 0 or 1 to 256 or 257
+
+
+def flip_a_label(blob: bytearray) -> None:
+    blob[0] ^= 0x01  # a label 0 <-> 1: still in range, only the digest tells
+
+
+def shorten(blob: bytearray) -> None:
+    del blob[-2:]
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (flip_a_byte, "do not match their digest"),
+    (flip_a_label, "do not match their digest"),
+    (shorten, "hold 63 labels, not 64"),
+], ids=["byte flipped", "label flipped", "truncated"])
+def test_a_damaged_stored_result_is_warned_about_and_recomputed_to_the_same_numbers(tmp_path, capsys, damage, problem):
+    assert run_fast(tmp_path, capsys)[0] == 0
+    first = leaderboard(tmp_path)
+    damage_blob(tmp_path / "out" / "results.db", damage)
+
+    status, _, err = run_fast(tmp_path, capsys)
+    assert status == 0
+    (line,) = err
+    assert line.startswith("rbl: warning: ignoring stored result ") and problem in line
+    assert line.endswith("; recomputing")
+    assert leaderboard(tmp_path) == first
+    assert run_fast(tmp_path, capsys)[2] == []  # the recomputed result replaced the damaged one
+
+
+def test_stored_labels_outside_the_classes_are_not_reused(tmp_path):
+    store = ResultsStore(tmp_path / "r.db")
+    store.put({"a": 1}, torch.tensor([0, 1, 2]), 0.5)
+    assert store.get({"a": 1}, num_classes=3).predictions.tolist() == [0, 1, 2]
+    with pytest.warns(UserWarning, match=r"ignoring stored result .*: its labels 0\.\.2 are not all classes "
+                                         r"0\.\.1 of this dataset; recomputing"):
+        assert store.get({"a": 1}, num_classes=2) is None
+
+
+def test_a_result_stored_without_a_digest_is_unverified_and_recomputed(tmp_path):
+    store = ResultsStore(tmp_path / "r.db")
+    store.put({"a": 1}, torch.tensor([0, 1]), 0.5)
+    with sqlite3.connect(tmp_path / "r.db") as connection:  # as stores from before digests hold their results
+        connection.execute("UPDATE results SET digest = NULL")
+    with pytest.warns(UserWarning, match="stored without a digest"):
+        assert store.get({"a": 1}, num_classes=2) is None
+
+
