@@ -377,6 +377,7 @@ def run(
     if store is not None:
         metadata_["store"] = {"path": str(store.path), "run": run_id}
         store.update_run(run_id, metadata_, _records(cells), finished=True)
+        store.checkpoint()
     frame.attrs["metadata"] = metadata_
     if out_dir is not None:
         frame.attrs["files"] = leaderboard.write(frame, metadata_, out_dir, benchmark)

@@ -11,7 +11,8 @@ Two tables:
   (model, defense), so ``rbl leaderboard --db`` renders any run again without a model.
 
 Every write is one short transaction; the database runs in WAL mode with a generous busy
-timeout, so several processes (parallel runs, shards, Ray workers) can share one store.
+timeout, so several processes (parallel runs, shards, Ray workers) can share one store. A run
+ends by checkpointing the log into the database file, which then holds everything on its own.
 """
 
 from __future__ import annotations
@@ -191,6 +192,13 @@ class ResultsStore:
                 (identity, _canonical(key), status, blob, n, float(seconds), error, _now(),
                  forward_images, backward_images, digest),
             )
+
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the database file and empty it, so that the file alone holds every
+        result: copied without its ``-wal`` (to merge shards, say), it loses nothing. SQLite does this
+        itself only when the last connection closes, which a reader left open elsewhere prevents."""
+        with self._connect() as connection:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def count(self, status: str = "ok") -> int:
         with self._connect() as connection:

@@ -153,3 +153,20 @@ def test_a_result_stored_without_a_digest_is_unverified_and_recomputed(tmp_path)
         assert store.get({"a": 1}, num_classes=2) is None
 
 
+def test_results_db_alone_holds_every_cell_after_a_run(tmp_path, capsys):
+    db = tmp_path / "out" / "results.db"
+    (tmp_path / "out").mkdir()
+    ResultsStore(db)
+    # A reader left open (a monitoring script, a second run) keeps SQLite from folding the log in on its own.
+    with closing(sqlite3.connect(db)) as reader:
+        reader.execute("SELECT COUNT(*) FROM results").fetchall()
+        assert run_fast(tmp_path, capsys)[0] == 0
+        copied = tmp_path / "copy" / "results.db"
+        copied.parent.mkdir()
+        shutil.copy(db, copied)  # results.db only, as when merging shards
+        with sqlite3.connect(copied) as connection:
+            stored = connection.execute("SELECT COUNT(*) FROM results WHERE status = 'ok'").fetchone()[0]
+        assert stored == ResultsStore(db).count() > 0
+    assert main(["leaderboard", "--db", str(copied), "--format", "csv"]) == 0
+    assert capsys.readouterr().out == leaderboard(tmp_path)
+
