@@ -40,7 +40,7 @@ from torch import nn
 
 from . import leaderboard
 from .acceleration import Acceleration, device_tuning
-from .errors import UsageError
+from .errors import DiskFullError, UsageError
 from .evaluation import PassCounter, adversarial_predictions, defended, predict
 from .leaderboard import WORST_CASE
 from .interfaces import Attack, Dataset, DatasetLoader, Defense, ModelBuilder, Normalize, digest
@@ -922,6 +922,8 @@ def _evaluate_group(row: _Row, row_key: dict[str, Any], builder: ModelBuilder, s
 
     try:
         clean_outcome = settings.clean(row_key, row.model, len(x))
+    except DiskFullError:  # nothing more can be stored: the run stops, keeping what is
+        raise
     except Exception as error:
         message = f"clean evaluation failed: {type(error).__name__}: {error}"
         return _failed_group(builder.label, row.defense, labels, grid, len(x), message, row.evaluation)
@@ -941,6 +943,8 @@ def _evaluate_group(row: _Row, row_key: dict[str, Any], builder: ModelBuilder, s
                 outcome = settings.attacked(
                     row_key, row.model, attack, eps, clean, lambda k: bars.advance(task, k), carried
                 )
+            except DiskFullError:
+                raise
             except Exception as error:  # a failing attack fails only its own cell
                 message = f"{type(error).__name__}: {error}"
                 bars.console.print(f"[red]{where} failed: {message}[/red]")
@@ -976,6 +980,8 @@ def _large_eps_probe(
     y = settings.y[:SANITY_POINTS]
     try:
         clean = settings.clean(row_key, row.model, len(y)).predictions
+    except DiskFullError:  # stops the run, as in _evaluate_group
+        raise
     except Exception:  # the cells already record why this model cannot be evaluated
         return None
     robust = clean == y
@@ -989,6 +995,8 @@ def _large_eps_probe(
                 predicted = settings.attacked(
                     row_key, row.model, attack, SANITY_EPS, clean, lambda k: settings.bars.advance(task, k)
                 ).predictions
+            except DiskFullError:  # stops the run, as in _evaluate_group
+                raise
             except Exception as error:
                 accuracy[label], errors[label] = None, f"{type(error).__name__}: {error}"
                 continue

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import UsageError
+from .errors import DiskFullError, UsageError
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_SECONDS = 300.0  # a writer waits this long for another one's transaction
@@ -139,9 +139,15 @@ class ResultsStore:
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         """A connection whose ``with`` block is one transaction, closed afterwards."""
-        with closing(sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS)) as connection:
-            with connection:
-                yield connection
+        try:
+            with closing(sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS)) as connection:
+                with connection:
+                    yield connection
+        except sqlite3.OperationalError as error:
+            if "disk is full" not in str(error):  # SQLITE_FULL's message
+                raise
+            raise DiskFullError(f"results store {str(self.path)!r}: disk full ({error}); the results stored so far "
+                                "are kept: free some space and run the same command again to resume") from None
 
     # -- results ---------------------------------------------------------------------------
 

@@ -170,3 +170,45 @@ def test_results_db_alone_holds_every_cell_after_a_run(tmp_path, capsys):
     assert main(["leaderboard", "--db", str(copied), "--format", "csv"]) == 0
     assert capsys.readouterr().out == leaderboard(tmp_path)
 
+
+class _FullAfter(sqlite3.Connection):
+    """A connection whose writes of results fail as SQLite's do on a full disk, once ``room`` results are stored."""
+
+    room = 0
+
+    def execute(self, sql: str, *parameters):  # type: ignore[override]
+        if sql.startswith("INSERT OR REPLACE INTO results"):
+            if _FullAfter.room <= 0:
+                raise sqlite3.OperationalError("database or disk is full")
+            _FullAfter.room -= 1
+        return super().execute(sql, *parameters)
+
+
+def test_a_disk_filling_mid_run_says_disk_full_and_keeps_what_is_stored(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(_FullAfter, "room", 1)  # the clean cell goes in, the attack's cell does not
+    monkeypatch.setattr(sqlite3, "connect", functools.partial(sqlite3.connect, factory=_FullAfter))
+    status, out, err = run_fast(tmp_path, capsys)
+    db = tmp_path / "out" / "results.db"
+    assert status == 2
+    assert err == [f"rbl: error: results store {str(db)!r}: disk full (database or disk is full); the results "
+                   "stored so far are kept: free some space and run the same command again to resume"]
+    monkeypatch.undo()
+    assert ResultsStore(db).count() == 1
+    assert run_fast(tmp_path, capsys)[0] == 0
+
+
+def test_a_disk_full_when_writing_the_leaderboard_is_one_error_line(tmp_path, capsys, monkeypatch):
+    def full_disk(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    status, _, err = run_fast(tmp_path, capsys)
+    assert status == 2
+    (line,) = err
+    assert line.startswith(f"rbl: error: disk full writing '{tmp_path / 'out'}/.moons.")
+    assert line.endswith(".tmp' (No space left on device); what was written before is kept: free some space and run "
+                         "the same command again to resume")
+    monkeypatch.undo()
+    assert ResultsStore(tmp_path / "out" / "results.db").count() == 3  # every cell of the run, before its leaderboard
+
+
