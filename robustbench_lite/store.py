@@ -35,6 +35,9 @@ from .errors import DiskFullError, UsageError
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_SECONDS = 300.0  # a writer waits this long for another one's transaction
+# What the leaderboard reads of a stored run: every row's fields without a default (runner.Cell), and the metadata's.
+CELL_FIELDS = ("model", "defense", "attack", "eps", "accuracy", "correct", "n", "seconds", "status")
+METADATA_FIELDS = ("benchmark", "dataset", "eps", "seed", "device", "versions")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -233,8 +236,15 @@ class ResultsStore:
         query, parameters = "SELECT id, benchmark, started, finished FROM runs", ()
         if benchmark is not None:
             query, parameters = query + " WHERE benchmark = ?", (benchmark,)
-        with self._connect() as connection:
-            return [RunInfo(*row) for row in connection.execute(query + " ORDER BY id", parameters)]
+        return [RunInfo(*row) for row in self._read(query + " ORDER BY id", parameters)]
+
+    def _read(self, query: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """The rows of a query of the runs, or a UsageError naming the store where its tables are damaged."""
+        try:
+            with self._connect() as connection:
+                return connection.execute(query, parameters).fetchall()
+        except sqlite3.DatabaseError as error:
+            raise UsageError(f"results store {str(self.path)!r} cannot be read: {error}") from None
 
     def load_run(
         self, run_id: int | None = None, benchmark: str | None = None
@@ -247,13 +257,36 @@ class ResultsStore:
             what = f"run {run_id}" if run_id is not None else f"run of benchmark {benchmark!r}" if benchmark else "run"
             known = ", ".join(f"{run.id} ({run.benchmark})" for run in self.runs()) or "none"
             raise UsageError(f"no {what} in results store {str(self.path)!r}; recorded runs: {known}")
-        with self._connect() as connection:
-            metadata, cells = connection.execute(
-                "SELECT metadata, cells FROM runs WHERE id = ?", (runs[-1].id,)
-            ).fetchone()
-        metadata = json.loads(metadata)
+        [(metadata_text, cells_text)] = self._read("SELECT metadata, cells FROM runs WHERE id = ?", (runs[-1].id,))
+        metadata = self._parsed(runs[-1].id, "metadata", metadata_text)
+        cells = self._parsed(runs[-1].id, "cells", cells_text)
+        self._check_run(runs[-1].id, metadata, cells)
         metadata["store"] = {"path": str(self.path), "run": runs[-1].id, "finished": runs[-1].finished}
-        return json.loads(cells), metadata
+        return cells, metadata
+
+    def _damaged(self, run_id: int, problem: str) -> UsageError:
+        return UsageError(f"results store {str(self.path)!r}: run {run_id} is damaged: {problem}; "
+                          "render another --run, or run its command again to record it anew")
+
+    def _parsed(self, run_id: int, what: str, text: Any) -> Any:
+        try:
+            return json.loads(text)
+        except (TypeError, ValueError) as error:
+            raise self._damaged(run_id, f"its {what} column is not valid JSON ({error})") from None
+
+    def _check_run(self, run_id: int, metadata: Any, cells: Any) -> None:
+        """Refuse metadata and rows that the leaderboard could not be rendered from."""
+        if not isinstance(metadata, dict):
+            raise self._damaged(run_id, "its metadata is not a JSON object")
+        missing = [name for name in METADATA_FIELDS if name not in metadata]
+        if missing:
+            raise self._damaged(run_id, f"its metadata misses {', '.join(missing)}")
+        if not isinstance(cells, list) or not all(isinstance(cell, dict) for cell in cells):
+            raise self._damaged(run_id, "its cells are not a list of cells")
+        for cell in cells:
+            missing = [name for name in CELL_FIELDS if name not in cell]
+            if missing:
+                raise self._damaged(run_id, f"a cell misses {', '.join(missing)}")
 
 
 def merged_run(

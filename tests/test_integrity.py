@@ -3,6 +3,7 @@ the store's write-ahead log is folded into results.db; full disks and damaged st
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import os
@@ -18,7 +19,8 @@ import pytest
 import torch
 
 from robustbench_lite.cli import main
-from robustbench_lite.store import ResultsStore
+from robustbench_lite.runner import Cell
+from robustbench_lite.store import CELL_FIELDS, ResultsStore
 
 FAST = ["run", "--dataset", "moons", "--models", "mlp", "--defenses", "none", "--attacks", "fgsm", "--eps", "0,0.1",
         "--epochs", "1", "--n-examples", "64", "--device", "cpu", "--quiet"]
@@ -212,3 +214,28 @@ def test_a_disk_full_when_writing_the_leaderboard_is_one_error_line(tmp_path, ca
     assert ResultsStore(tmp_path / "out" / "results.db").count() == 3  # every cell of the run, before its leaderboard
 
 
+@pytest.mark.parametrize("damage, problem", [
+    ("UPDATE runs SET cells = '[{\"model\": \"mlp\"'", "its cells column is not valid JSON (Expecting"),
+    ("UPDATE runs SET metadata = 'not json'", "its metadata column is not valid JSON (Expecting value"),
+    ("UPDATE runs SET cells = '[{\"model\": \"mlp\", \"defense\": \"none\"}]'",
+     "a cell misses attack, eps, accuracy, correct, n, seconds, status"),
+    ("UPDATE runs SET cells = '{}'", "its cells are not a list of cells"),
+    ("UPDATE runs SET metadata = '{\"benchmark\": \"moons\"}'", "its metadata misses dataset, eps, seed, device, versions"),
+    ("ALTER TABLE runs DROP COLUMN cells", "no such column: cells"),
+], ids=["cells bad JSON", "metadata bad JSON", "cells miss columns", "cells not a list", "metadata miss fields",
+        "table misses a column"])
+def test_leaderboard_of_a_damaged_store_is_one_error_line(tmp_path, capsys, damage, problem):
+    assert run_fast(tmp_path, capsys)[0] == 0
+    db = tmp_path / "out" / "results.db"
+    with sqlite3.connect(db) as connection:
+        connection.execute(damage)
+    status = main(["leaderboard", "--db", str(db)])
+    captured = capsys.readouterr()
+    assert status == 2 and "Traceback" not in captured.err
+    (line,) = captured.err.splitlines()
+    assert line.startswith(f"rbl: error: results store {str(db)!r}") and problem in line
+
+
+def test_the_fields_a_stored_cell_must_hold_are_those_of_a_cell_without_a_default():
+    required = [item.name for item in dataclasses.fields(Cell) if item.default is dataclasses.MISSING]
+    assert list(CELL_FIELDS) == required
