@@ -22,3 +22,8 @@ def atomic_target(path: Path) -> Iterator[Path]:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path``, or the closest of its parents that exists: where creating ``path`` as a folder would begin."""
+    return next(candidate for candidate in (path, *path.parents) if candidate.exists())

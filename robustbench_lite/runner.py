@@ -21,6 +21,7 @@ import math
 import os
 import platform
 import re
+import tempfile
 import time
 import warnings
 from collections import OrderedDict
@@ -40,6 +41,7 @@ from torch import nn
 
 from . import leaderboard
 from .acceleration import Acceleration, device_tuning
+from .atomic import nearest_existing
 from .errors import DiskFullError, UsageError
 from .evaluation import PassCounter, adversarial_predictions, defended, predict
 from .leaderboard import WORST_CASE
@@ -318,12 +320,12 @@ def run(
         _check_output_size(build_model(builder, data, seed), builder, data)
     for recipe in recipes:
         _check_preprocessing(recipe, data)
+    cache = _cache(cache_dir, use_cache)
     # Opened only now, so that bad input leaves no empty store behind.
     store_path = Path(db) if db is not None else out_dir / "results.db" if out_dir is not None else None
     store = ResultsStore(store_path) if store_path is not None else None
 
     benchmark = _slug(name or data.name)
-    cache = _cache(cache_dir, use_cache)
     metadata_ = _metadata(
         benchmark, command, registry, loader, builders, recipes, threats, data, n_eval, grid, config, torch_device
     )
@@ -604,9 +606,19 @@ def _check_validation_split(data: Dataset, config: TrainingConfig) -> None:
 
 
 def _cache(cache_dir: str | Path | None, use_cache: bool) -> Path | None:
+    """The weights cache folder (None without caching), refused before any training unless it can be written."""
     if not use_cache:
         return None
-    return Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    existing = nearest_existing(cache)  # probed without creating it, so bad input leaves no folder behind
+    if not existing.is_dir():
+        raise UsageError(f"cache folder {str(cache)!r} is not writable: {str(existing)!r} is a regular file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise UsageError(f"cache folder {str(cache)!r} is not writable: {error.strerror or error}") from None
+    return cache
 
 
 def _train_with_progress(

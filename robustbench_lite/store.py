@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .atomic import nearest_existing
 from .errors import DiskFullError, UsageError
 
 SCHEMA_VERSION = 1
@@ -120,6 +121,10 @@ class ResultsStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        blocking = nearest_existing(self.path.parent)
+        if not blocking.is_dir():
+            raise UsageError(f"results store {str(self.path)!r} cannot be created: {str(blocking)!r} is a regular "
+                             "file, not a folder")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._connect() as connection:
