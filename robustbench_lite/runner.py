@@ -41,7 +41,7 @@ from torch import nn
 
 from . import leaderboard
 from .acceleration import Acceleration, device_tuning
-from .atomic import nearest_existing
+from .atomic import nearest_existing, remove_stale_temporaries
 from .errors import DiskFullError, UsageError
 from .evaluation import PassCounter, adversarial_predictions, defended, predict
 from .leaderboard import WORST_CASE
@@ -324,6 +324,9 @@ def run(
     # Opened only now, so that bad input leaves no empty store behind.
     store_path = Path(db) if db is not None else out_dir / "results.db" if out_dir is not None else None
     store = ResultsStore(store_path) if store_path is not None else None
+    for folder in (out_dir, cache):
+        if folder is not None:
+            remove_stale_temporaries(folder)
 
     benchmark = _slug(name or data.name)
     metadata_ = _metadata(

@@ -239,3 +239,20 @@ def test_leaderboard_of_a_damaged_store_is_one_error_line(tmp_path, capsys, dama
 def test_the_fields_a_stored_cell_must_hold_are_those_of_a_cell_without_a_default():
     required = [item.name for item in dataclasses.fields(Cell) if item.default is dataclasses.MISSING]
     assert list(CELL_FIELDS) == required
+
+
+def test_stale_temporary_files_of_killed_runs_are_removed_on_the_next_start(tmp_path, capsys):
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "out").mkdir()
+    two_hours_ago = time.time() - 2 * 3600
+    stale = [tmp_path / "cache" / f".mlp-moons-none-0123456789abcdef.pt.{'a' * 32}.tmp",
+             tmp_path / "out" / f".moons.csv.{'b' * 32}.tmp"]
+    kept = [tmp_path / "out" / f".moons.md.{'c' * 32}.tmp",  # fresh: maybe a concurrent run's, in flight
+            tmp_path / "out" / ".notes.tmp", tmp_path / "cache" / "notes.txt.tmp"]  # not ours
+    for path in stale + kept:
+        path.write_text("half written")
+    for path in stale + kept[1:]:
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    assert run_fast(tmp_path, capsys)[0] == 0
+    assert not [path for path in stale if path.exists()]
+    assert all(path.exists() for path in kept)
