@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sqlite3
 import warnings
 from collections.abc import Iterator
@@ -36,6 +37,8 @@ from .errors import DiskFullError, UsageError
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_SECONDS = 300.0  # a writer waits this long for another one's transaction
+# With less free than this, an I/O error of SQLite means a full disk: its files grow by pages and 32 KiB steps.
+LOW_SPACE_BYTES = 1 << 20
 # What the leaderboard reads of a stored run: every row's fields without a default (runner.Cell), and the metadata's.
 CELL_FIELDS = ("model", "defense", "attack", "eps", "accuracy", "correct", "n", "seconds", "status")
 METADATA_FIELDS = ("benchmark", "dataset", "eps", "seed", "device", "versions")
@@ -152,10 +155,21 @@ class ResultsStore:
                 with connection:
                     yield connection
         except sqlite3.OperationalError as error:
-            if "disk is full" not in str(error):  # SQLITE_FULL's message
+            if not self._for_want_of_space(error):
                 raise
             raise DiskFullError(f"results store {str(self.path)!r}: disk full ({error}); the results stored so far "
                                 "are kept: free some space and run the same command again to resume") from None
+
+    def _for_want_of_space(self, error: sqlite3.OperationalError) -> bool:
+        """Whether SQLite failed for want of disk space: SQLITE_FULL, or an I/O error (as when its
+        shared-memory file cannot grow) on a disk with less than LOW_SPACE_BYTES free."""
+        if "database or disk is full" in str(error):
+            return True
+        try:
+            free = shutil.disk_usage(nearest_existing(self.path)).free
+        except OSError:
+            return False
+        return "disk I/O error" in str(error) and free < LOW_SPACE_BYTES
 
     # -- results ---------------------------------------------------------------------------
 

@@ -238,9 +238,11 @@ def load_or_train(
     if path is not None:
         try:
             _save_atomically(model, record, path)
-        except (OSError, RuntimeError) as error:  # torch reports some failed writes as RuntimeError
+        except (OSError, RuntimeError) as error:
             # The training is not lost to a full or failing cache: the model is evaluated all the same.
-            warnings.warn(f"could not cache the trained weights in {path}: {_summary(error)}; evaluating them uncached",
+            # torch reports a failed write (a full disk, say) as a RuntimeError raised while handling the OSError.
+            cause = error.__context__ if isinstance(error.__context__, OSError) else error
+            warnings.warn(f"could not cache the trained weights in {path}: {_summary(cause)}; evaluating them uncached",
                           stacklevel=2)
     return record
 

@@ -7,6 +7,7 @@ import dataclasses
 import errno
 import functools
 import os
+import re
 import shutil
 import sqlite3
 import struct
@@ -14,11 +15,13 @@ import time
 import zipfile
 from contextlib import closing
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from robustbench_lite.cli import main
+from robustbench_lite.errors import RblError
 from robustbench_lite.runner import Cell
 from robustbench_lite.store import CELL_FIELDS, ResultsStore
 
@@ -81,8 +84,14 @@ def test_a_checkpoint_without_a_digest_is_unverified_and_retrained(tmp_path, cap
 def test_a_full_disk_when_caching_weights_keeps_the_trained_model_and_evaluates_it(tmp_path, capsys, monkeypatch):
     assert run_fast(tmp_path / "reference", capsys)[0] == 0
 
-    def full_disk(*args, **kwargs):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    real_save = torch.save
+
+    def full_disk(payload, file):  # as torch.save fails on a full disk: a RuntimeError while handling the OSError
+        try:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError:
+            real_save(payload, file)
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598") from None
 
     monkeypatch.setattr(torch, "save", full_disk)
     status, _, err = run_fast(tmp_path, capsys)
@@ -197,6 +206,25 @@ def test_a_disk_filling_mid_run_says_disk_full_and_keeps_what_is_stored(tmp_path
     monkeypatch.undo()
     assert ResultsStore(db).count() == 1
     assert run_fast(tmp_path, capsys)[0] == 0
+
+
+class _IOError(sqlite3.Connection):
+    """A connection that fails as SQLite does when its shared-memory file cannot grow on a full disk."""
+
+    def execute(self, sql: str, *parameters):  # type: ignore[override]
+        raise sqlite3.OperationalError("disk I/O error")
+
+
+@pytest.mark.parametrize("free, error", [
+    (4096, "disk full (disk I/O error); the results stored so far are kept"),
+    (10 << 30, "is not a usable SQLite database: disk I/O error"),  # plenty of space: an I/O error is no full disk
+], ids=["almost no space", "plenty of space"])
+def test_an_io_error_of_sqlite_on_a_full_disk_says_disk_full(tmp_path, monkeypatch, free, error):
+    monkeypatch.setattr(sqlite3, "connect", functools.partial(sqlite3.connect, factory=_IOError))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(free=free))
+    with pytest.raises(RblError, match=re.escape(f"results store {str(tmp_path / 'r.db')!r}")) as raised:
+        ResultsStore(tmp_path / "r.db")
+    assert error in str(raised.value)
 
 
 def test_a_disk_full_when_writing_the_leaderboard_is_one_error_line(tmp_path, capsys, monkeypatch):
