@@ -24,8 +24,10 @@ def atomic_target(path: Path) -> Iterator[Path]:
     try:
         yield temporary
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename is None:  # a failed write (a full disk) names no file
+            raise OSError(error.errno, error.strerror, str(path)) from error
         raise
 
 

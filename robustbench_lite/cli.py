@@ -323,8 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:
         if error.errno != errno.ENOSPC:
             raise
-        print(f"rbl: error: disk full writing {str(error.filename)!r} ({error.strerror}); what was written before "
-              "is kept: free some space and run the same command again to resume", file=sys.stderr)
+        where = f" writing {str(error.filename)!r}" if error.filename is not None else ""
+        print(f"rbl: error: disk full{where} ({error.strerror}); what was written before is kept: free some space "
+              "and run the same command again to resume", file=sys.stderr)
         return EXIT_USAGE
     except click.exceptions.Abort:
         print("rbl: aborted", file=sys.stderr)

@@ -86,11 +86,11 @@ def _row_digest(identity: str, n: int, blob: bytes) -> str:
 def _damage(identity: str, blob: bytes, n: int, digest: str | None, num_classes: int | None) -> str | None:
     """What is wrong with a stored result (SQLite's own checks do not look inside blobs), or None."""
     if digest is None:
-        return "it was stored without a digest (before robustbench_lite verified results), so it is unverified"
+        return "it was stored without a digest by an older robustbench_lite, so it is unverified"
     if len(blob) != 2 * n:
         return f"its predictions hold {len(blob) / 2:g} labels, not {n}"
     if digest != _row_digest(identity, n, blob):
-        return "its predictions do not match their digest (bit rot or tampering)"
+        return "its predictions do not match their digest, so they were damaged on disk or altered"
     labels = np.frombuffer(blob, dtype="<i2")
     if num_classes is not None and len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         return f"its labels {labels.min()}..{labels.max()} are not all classes 0..{num_classes - 1} of this dataset"

@@ -273,10 +273,9 @@ def _load(model: nn.Module, path: Path, key: dict[str, Any]) -> TrainingRecord |
         )
         if misfits:  # checked first: a failing load_state_dict would leave the model half overwritten, then retrained
             raise ValueError(f"tensors missing, extra or of another shape: {', '.join(misfits)}")
-        problem = ("has no digest (written before robustbench_lite verified checkpoints), so its weights are "
-                   "unverified")
+        problem = "was written without a digest by an older robustbench_lite, so its weights are unverified"
         stored = saved[DIGEST]
-        problem, actual = "does not match its digest (bit rot or tampering)", checkpoint_digest(saved)
+        problem, actual = "does not match its digest, so it was damaged on disk or altered", checkpoint_digest(saved)
         if stored != actual:  # torch does not check the zip's CRCs: a flipped byte still loads
             raise ValueError(f"{DIGEST} of the contents is {actual[:12]}, saved {str(stored)[:12]}")
         model.load_state_dict(weights)

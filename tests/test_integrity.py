@@ -77,7 +77,7 @@ def test_a_checkpoint_without_a_digest_is_unverified_and_retrained(tmp_path, cap
     status, _, err = run_fast(tmp_path, capsys)
     assert status == 0
     (line,) = err
-    assert line.startswith(f"rbl: warning: ignoring checkpoint {checkpoint}: it has no digest")
+    assert line.startswith(f"rbl: warning: ignoring checkpoint {checkpoint}: it was written without a digest")
     assert line.endswith("; retraining")
 
 
@@ -229,15 +229,14 @@ def test_an_io_error_of_sqlite_on_a_full_disk_says_disk_full(tmp_path, monkeypat
 
 def test_a_disk_full_when_writing_the_leaderboard_is_one_error_line(tmp_path, capsys, monkeypatch):
     def full_disk(path, *args, **kwargs):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as a write to a full disk fails: naming no file
 
     monkeypatch.setattr(Path, "write_text", full_disk)
     status, _, err = run_fast(tmp_path, capsys)
     assert status == 2
-    (line,) = err
-    assert line.startswith(f"rbl: error: disk full writing '{tmp_path / 'out'}/.moons.")
-    assert line.endswith(".tmp' (No space left on device); what was written before is kept: free some space and run "
-                         "the same command again to resume")
+    assert err == [f"rbl: error: disk full writing '{tmp_path / 'out' / 'moons.md'}' (No space left on device); what "
+                   "was written before is kept: free some space and run the same command again to resume"]
+    assert not list((tmp_path / "out").glob(".*.tmp"))  # the temporary file is removed
     monkeypatch.undo()
     assert ResultsStore(tmp_path / "out" / "results.db").count() == 3  # every cell of the run, before its leaderboard
 
