@@ -165,11 +165,12 @@ class ResultsStore:
         shared-memory file cannot grow) on a disk with less than LOW_SPACE_BYTES free."""
         if "database or disk is full" in str(error):
             return True
+        if "disk I/O error" not in str(error):
+            return False
         try:
-            free = shutil.disk_usage(nearest_existing(self.path)).free
+            return shutil.disk_usage(nearest_existing(self.path)).free < LOW_SPACE_BYTES
         except OSError:
             return False
-        return "disk I/O error" in str(error) and free < LOW_SPACE_BYTES
 
     # -- results ---------------------------------------------------------------------------
 

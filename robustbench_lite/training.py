@@ -275,7 +275,7 @@ def _load(model: nn.Module, path: Path, key: dict[str, Any]) -> TrainingRecord |
             raise ValueError(f"tensors missing, extra or of another shape: {', '.join(misfits)}")
         problem = "was written without a digest by an older robustbench_lite, so its weights are unverified"
         stored = saved[DIGEST]
-        problem, actual = "does not match its digest, so it was damaged on disk or altered", checkpoint_digest(saved)
+        problem, actual = "does not match its digest, so it was damaged on disk or altered", _checkpoint_digest(saved)
         if stored != actual:  # torch does not check the zip's CRCs: a flipped byte still loads
             raise ValueError(f"{DIGEST} of the contents is {actual[:12]}, saved {str(stored)[:12]}")
         model.load_state_dict(weights)
@@ -299,7 +299,7 @@ def _history(source: TrainingHistory) -> dict[str, Any]:
     return {item.name: getattr(source, item.name) for item in fields(TrainingHistory)}
 
 
-def checkpoint_digest(payload: dict[str, Any]) -> str:
+def _checkpoint_digest(payload: dict[str, Any]) -> str:
     """sha256 of a checkpoint's contents but the digest itself: every tensor's name, type, shape and bytes,
     and the other entries (key, seconds, history) as JSON."""
     others = {name: value for name, value in payload.items() if name not in ("state_dict", DIGEST)}
@@ -320,7 +320,7 @@ def _save_atomically(model: nn.Module, record: TrainingRecord, path: Path) -> No
         "seconds": record.seconds,
         **_history(record),
     }
-    payload[DIGEST] = checkpoint_digest(payload)
+    payload[DIGEST] = _checkpoint_digest(payload)
     with atomic_target(path) as temporary, open(temporary, "wb") as file:
         torch.save(payload, file)
         file.flush()
