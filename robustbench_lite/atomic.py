@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+STALE_SECONDS = 3600.0  # a temporary file untouched this long belongs to a killed process, not to a write in flight
+_TEMPORARY = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")  # the names atomic_target gives its temporary files
 
 
 @contextmanager
@@ -15,10 +20,34 @@ def atomic_target(path: Path) -> Iterator[Path]:
 
     Not ``tempfile.mkstemp``: its files are private (0600), and leaderboards and plots are there to be read.
     """
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # named as _TEMPORARY matches
     try:
         yield temporary
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename is None:  # a failed write (a full disk) names no file
+            raise OSError(error.errno, error.strerror, str(path)) from error
         raise
+
+
+def remove_stale_temporaries(folder: Path, older_than: float = STALE_SECONDS) -> None:
+    """Remove the temporary files that :func:`atomic_target` left in ``folder`` when its process was killed
+    (SIGKILL, or SIGTERM without cleanup): only files named as it names them, untouched for ``older_than``
+    seconds. Every write touches a file, so another run's file being written is never taken."""
+    cutoff = time.time() - older_than
+    try:
+        candidates = [path for path in folder.iterdir() if _TEMPORARY.fullmatch(path.name)]
+    except OSError:  # no folder yet, so nothing left in it
+        return
+    for path in candidates:
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+        except OSError:  # removed meanwhile by another run, or not ours to remove
+            pass
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path``, or the closest of its parents that exists: where creating ``path`` as a folder would begin."""
+    return next(candidate for candidate in (path, *path.parents) if candidate.exists())

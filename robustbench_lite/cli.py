@@ -1,11 +1,12 @@
 """The ``rbl`` command line: ``rbl run``, ``rbl leaderboard``, ``rbl list`` and ``rbl bench``.
 
 Exit status: 0 when everything ran, 1 when some matrix cell failed (the rest still ran and was
-written), 2 for bad input, which is reported as one line without a traceback.
+written), 2 for bad input or a full disk, each reported as one line without a traceback.
 """
 
 from __future__ import annotations
 
+import errno
 import shlex
 import sys
 import warnings
@@ -325,6 +326,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except RblError as error:
         print(f"rbl: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        where = f" writing {str(error.filename)!r}" if error.filename is not None else ""
+        print(f"rbl: error: disk full{where} ({error.strerror}); what was written before is kept: free some space "
+              "and run the same command again to resume", file=sys.stderr)
         return EXIT_USAGE
     except click.exceptions.Abort:
         print("rbl: aborted", file=sys.stderr)

@@ -19,6 +19,10 @@ class UsageError(RblError):
     """A bad value supplied by the user; the message names it and the valid choices."""
 
 
+class DiskFullError(RblError):
+    """A write found the disk full; what was written before is kept, so the same command resumes."""
+
+
 class DatasetMissingError(UsageError):
     """A dataset is not on disk and could not be downloaded; the message says where to put it."""
 

@@ -21,6 +21,7 @@ import math
 import os
 import platform
 import re
+import tempfile
 import time
 import warnings
 from collections import OrderedDict
@@ -40,7 +41,8 @@ from torch import nn
 
 from . import leaderboard, probes
 from .acceleration import Acceleration, device_tuning
-from .errors import UsageError
+from .atomic import nearest_existing, remove_stale_temporaries
+from .errors import DiskFullError, UsageError
 from .evaluation import PassCounter, adversarial_predictions, defended, model_unchanged, predict
 from .leaderboard import WORST_CASE
 from .interfaces import Attack, Dataset, DatasetLoader, Defense, ModelBuilder, Normalize, digest
@@ -318,8 +320,11 @@ def run(
         _check_output_size(build_model(builder, data, seed), builder, data)
     for recipe in recipes:
         _check_preprocessing(recipe, data)
-    benchmark = _slug(name or data.name)
     cache = _cache(cache_dir, use_cache)
+    for folder in (out_dir, cache):
+        if folder is not None:
+            remove_stale_temporaries(folder)
+    benchmark = _slug(name or data.name)
     metadata_ = _metadata(
         benchmark, command, registry, loader, builders, recipes, threats, data, n_eval, grid, config, torch_device
     )
@@ -383,6 +388,7 @@ def run(
     if store is not None:
         metadata_["store"] = {"path": str(store.path), "run": run_id}
         store.update_run(run_id, metadata_, _records(cells), finished=True)
+        store.checkpoint()
     frame.attrs["metadata"] = metadata_
     if out_dir is not None:
         frame.attrs["files"] = leaderboard.write(frame, metadata_, out_dir, benchmark)
@@ -445,6 +451,7 @@ def _run_job(job: _Job, context: _JobContext, bars: Progress) -> _JobResult:
     settings = _EvaluationSettings(
         context.grid, context.x.to(context.device), context.y.to(context.device), context.target, context.config,
         context.eot, bars, store, context.reuse, context.providers, context.device_label, context.acceleration,
+        context.data.num_classes,
     )
     labels = [attack.label for attack in context.threats]
     cells: list[Cell] = []
@@ -621,9 +628,19 @@ def _check_validation_split(data: Dataset, config: TrainingConfig) -> None:
 
 
 def _cache(cache_dir: str | Path | None, use_cache: bool) -> Path | None:
+    """The weights cache folder (None without caching), refused before any training unless it can be written."""
     if not use_cache:
         return None
-    return Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    existing = nearest_existing(cache)  # probed without creating it, so bad input leaves no folder behind
+    if not existing.is_dir():
+        raise UsageError(f"cache folder {str(cache)!r} is not writable: {str(existing)!r} is a regular file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise UsageError(f"cache folder {str(cache)!r} is not writable: {error.strerror or error}") from None
+    return cache
 
 
 def _train_with_progress(
@@ -710,6 +727,7 @@ class _EvaluationSettings:
     providers: dict[str, str]  # plugin name -> the distribution (and version) that provides it
     device: str
     acceleration: Acceleration
+    num_classes: int  # stored predictions outside 0..num_classes-1 are damaged, never reused
     computed: int = 0
     reused: int = 0
     # Model passes of every result used, reused ones included; None once a result stored before
@@ -796,7 +814,7 @@ class _EvaluationSettings:
 
         A computation that changed the model (``what`` names it) fails, is undone and is never stored."""
         if self.store is not None and self.reuse:
-            found = self.store.get(key)
+            found = self.store.get(key, self.num_classes)
             if found is not None:
                 self.reused += 1
                 return self._tally(_Outcome(found.predictions.to(self.y.device), found.seconds,
@@ -962,6 +980,8 @@ def _evaluate_group(
 
     try:
         clean_outcome = settings.clean(row_key, row.model, len(x))
+    except DiskFullError:  # nothing more can be stored: the run stops, keeping what is
+        raise
     except Exception as error:
         message = f"clean evaluation failed: {type(error).__name__}: {error}"
         return _failed_group(builder.label, row.defense, labels, grid, len(x), message, row.evaluation), None
@@ -981,6 +1001,8 @@ def _evaluate_group(
                 outcome = settings.attacked(
                     row_key, row.model, attack, eps, clean, lambda k: bars.advance(task, k), carried
                 )
+            except DiskFullError:
+                raise
             except Exception as error:  # a failing attack fails only its own cell
                 message = f"{type(error).__name__}: {error}"
                 bars.console.print(f"[red]{where} failed: {message}[/red]")
@@ -1017,6 +1039,8 @@ def _large_eps_probe(
     y = settings.y[:SANITY_POINTS]
     try:
         clean = settings.clean(row_key, row.model, len(y)).predictions
+    except DiskFullError:  # stops the run, as in _evaluate_group
+        raise
     except Exception:  # the cells already record why this model cannot be evaluated
         return None
     robust = clean == y
@@ -1030,6 +1054,8 @@ def _large_eps_probe(
                 predicted = settings.attacked(
                     row_key, row.model, attack, SANITY_EPS, clean, lambda k: settings.bars.advance(task, k)
                 ).predictions
+            except DiskFullError:  # stops the run, as in _evaluate_group
+                raise
             except Exception as error:
                 accuracy[label], errors[label] = None, f"{type(error).__name__}: {error}"
                 continue

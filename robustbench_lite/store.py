@@ -11,14 +11,17 @@ Two tables:
   (model, defense), so ``rbl leaderboard --db`` renders any run again without a model.
 
 Every write is one short transaction; the database runs in WAL mode with a generous busy
-timeout, so several processes (parallel runs, shards, Ray workers) can share one store.
+timeout, so several processes (parallel runs, shards, Ray workers) can share one store. A run
+ends by checkpointing the log into the database file, which then holds everything on its own.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sqlite3
+import warnings
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -29,10 +32,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import UsageError
+from .atomic import nearest_existing
+from .errors import DiskFullError, UsageError
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_SECONDS = 300.0  # a writer waits this long for another one's transaction
+# With less free than this, an I/O error of SQLite means a full disk: its files grow by pages and 32 KiB steps.
+LOW_SPACE_BYTES = 1 << 20
+# What the leaderboard reads of a stored run: every row's fields without a default (runner.Cell), and the metadata's.
+CELL_FIELDS = ("model", "defense", "attack", "eps", "accuracy", "correct", "n", "seconds", "status")
+METADATA_FIELDS = ("benchmark", "dataset", "eps", "seed", "device", "versions")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -45,7 +54,8 @@ CREATE TABLE IF NOT EXISTS results (
     error TEXT NOT NULL DEFAULT '',
     created TEXT NOT NULL,
     forward_images INTEGER,        -- images passed forward through the model, scoring included
-    backward_images INTEGER        -- input gradients taken, in images
+    backward_images INTEGER,       -- input gradients taken, in images
+    digest TEXT                    -- sha256 of key, n and predictions (see _row_digest), ok results only
 );
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -65,6 +75,26 @@ def key_digest(key: dict[str, Any]) -> str:
 
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
+
+
+def _row_digest(identity: str, n: int, blob: bytes) -> str:
+    """sha256 of a stored result's key digest, its number of points and its predictions' bytes: a blob
+    damaged on disk, or moved under another key, no longer matches."""
+    return hashlib.sha256(f"{identity}:{n}:".encode() + blob).hexdigest()
+
+
+def _damage(identity: str, blob: bytes, n: int, digest: str | None, num_classes: int | None) -> str | None:
+    """What is wrong with a stored result (SQLite's own checks do not look inside blobs), or None."""
+    if digest is None:
+        return "it was stored without a digest by an older robustbench_lite, so it is unverified"
+    if len(blob) != 2 * n:
+        return f"its predictions hold {len(blob) / 2:g} labels, not {n}"
+    if digest != _row_digest(identity, n, blob):
+        return "its predictions do not match their digest, so they were damaged on disk or altered"
+    labels = np.frombuffer(blob, dtype="<i2")
+    if num_classes is not None and len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        return f"its labels {labels.min()}..{labels.max()} are not all classes 0..{num_classes - 1} of this dataset"
+    return None
 
 
 def _now() -> str:
@@ -94,15 +124,20 @@ class ResultsStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        blocking = nearest_existing(self.path.parent)
+        if not blocking.is_dir():
+            raise UsageError(f"results store {str(self.path)!r} cannot be created: {str(blocking)!r} is a regular "
+                             "file, not a folder")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._connect() as connection:
                 connection.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
                 connection.executescript(_SCHEMA)
                 columns = {row[1] for row in connection.execute("PRAGMA table_info(results)")}
-                for column in ("forward_images", "backward_images"):  # stores from before the pass counts
+                # stores from before the pass counts, and before the digests
+                for column, kind in (("forward_images", "INTEGER"), ("backward_images", "INTEGER"), ("digest", "TEXT")):
                     if column not in columns:
-                        connection.execute(f"ALTER TABLE results ADD COLUMN {column} INTEGER")
+                        connection.execute(f"ALTER TABLE results ADD COLUMN {column} {kind}")
                 version = connection.execute("PRAGMA user_version").fetchone()[0]
                 if version == 0:
                     connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -115,25 +150,52 @@ class ResultsStore:
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         """A connection whose ``with`` block is one transaction, closed afterwards."""
-        with closing(sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS)) as connection:
-            with connection:
-                yield connection
+        try:
+            with closing(sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS)) as connection:
+                with connection:
+                    yield connection
+        except sqlite3.OperationalError as error:
+            if not self._for_want_of_space(error):
+                raise
+            raise DiskFullError(f"results store {str(self.path)!r}: disk full ({error}); the results stored so far "
+                                "are kept: free some space and run the same command again to resume") from None
+
+    def _for_want_of_space(self, error: sqlite3.OperationalError) -> bool:
+        """Whether SQLite failed for want of disk space: SQLITE_FULL, or an I/O error (as when its
+        shared-memory file cannot grow) on a disk with less than LOW_SPACE_BYTES free."""
+        if "database or disk is full" in str(error):
+            return True
+        if "disk I/O error" not in str(error):
+            return False
+        try:
+            return shutil.disk_usage(nearest_existing(self.path)).free < LOW_SPACE_BYTES
+        except OSError:
+            return False
 
     # -- results ---------------------------------------------------------------------------
 
-    def get(self, key: dict[str, Any]) -> StoredResult | None:
-        """The finished result stored under ``key``, or None (also for a recorded failure)."""
+    def get(self, key: dict[str, Any], num_classes: int | None = None) -> StoredResult | None:
+        """The finished result stored under ``key``, or None (also for a recorded failure).
+
+        A result that fails verification (its digest, its length, its labels against ``num_classes``
+        when given) is None too, with a one-line warning: it is recomputed, never reused.
+        """
+        identity = key_digest(key)
         with self._connect() as connection:
             row = connection.execute(
-                "SELECT predictions, n, seconds, forward_images, backward_images FROM results "
-                "WHERE key = ? AND status = 'ok'", (key_digest(key),)
+                "SELECT predictions, n, seconds, forward_images, backward_images, digest FROM results "
+                "WHERE key = ? AND status = 'ok'", (identity,)
             ).fetchone()
         if row is None:
             return None
-        predictions = torch.from_numpy(np.frombuffer(row[0], dtype="<i2").astype(np.int64))
-        if len(predictions) != row[1]:  # cannot happen short of tampering: recompute rather than trust it
+        blob, n, seconds, forward_images, backward_images, stored_digest = row
+        problem = _damage(identity, blob, n, stored_digest, num_classes)
+        if problem is not None:
+            warnings.warn(f"ignoring stored result {identity[:12]} in results store {str(self.path)!r}: "
+                          f"{problem}; recomputing", stacklevel=2)
             return None
-        return StoredResult(predictions, float(row[2]), row[3], row[4])
+        predictions = torch.from_numpy(np.frombuffer(blob, dtype="<i2").astype(np.int64))
+        return StoredResult(predictions, float(seconds), forward_images, backward_images)
 
     def put(self, key: dict[str, Any], predictions: torch.Tensor, seconds: float,
             forward_images: int | None = None, backward_images: int | None = None) -> None:
@@ -150,13 +212,22 @@ class ResultsStore:
 
     def _insert(self, key: dict[str, Any], status: str, blob: bytes | None, n: int, seconds: float, error: str,
                 forward_images: int | None, backward_images: int | None) -> None:
+        identity = key_digest(key)
+        digest = _row_digest(identity, n, blob) if blob is not None else None
         with self._connect() as connection:
             connection.execute(
                 "INSERT OR REPLACE INTO results (key, key_json, status, predictions, n, seconds, error, created, "
-                "forward_images, backward_images) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (key_digest(key), _canonical(key), status, blob, n, float(seconds), error, _now(),
-                 forward_images, backward_images),
+                "forward_images, backward_images, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (identity, _canonical(key), status, blob, n, float(seconds), error, _now(),
+                 forward_images, backward_images, digest),
             )
+
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the database file and empty it, so that the file alone holds every
+        result: copied without its ``-wal`` (to merge shards, say), it loses nothing. SQLite does this
+        itself only when the last connection closes, which a reader left open elsewhere prevents."""
+        with self._connect() as connection:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def count(self, status: str = "ok") -> int:
         with self._connect() as connection:
@@ -185,8 +256,15 @@ class ResultsStore:
         query, parameters = "SELECT id, benchmark, started, finished FROM runs", ()
         if benchmark is not None:
             query, parameters = query + " WHERE benchmark = ?", (benchmark,)
-        with self._connect() as connection:
-            return [RunInfo(*row) for row in connection.execute(query + " ORDER BY id", parameters)]
+        return [RunInfo(*row) for row in self._read(query + " ORDER BY id", parameters)]
+
+    def _read(self, query: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """The rows of a query of the runs, or a UsageError naming the store where its tables are damaged."""
+        try:
+            with self._connect() as connection:
+                return connection.execute(query, parameters).fetchall()
+        except sqlite3.DatabaseError as error:
+            raise UsageError(f"results store {str(self.path)!r} cannot be read: {error}") from None
 
     def load_run(
         self, run_id: int | None = None, benchmark: str | None = None
@@ -199,13 +277,36 @@ class ResultsStore:
             what = f"run {run_id}" if run_id is not None else f"run of benchmark {benchmark!r}" if benchmark else "run"
             known = ", ".join(f"{run.id} ({run.benchmark})" for run in self.runs()) or "none"
             raise UsageError(f"no {what} in results store {str(self.path)!r}; recorded runs: {known}")
-        with self._connect() as connection:
-            metadata, cells = connection.execute(
-                "SELECT metadata, cells FROM runs WHERE id = ?", (runs[-1].id,)
-            ).fetchone()
-        metadata = json.loads(metadata)
+        [(metadata_text, cells_text)] = self._read("SELECT metadata, cells FROM runs WHERE id = ?", (runs[-1].id,))
+        metadata = self._parsed(runs[-1].id, "metadata", metadata_text)
+        cells = self._parsed(runs[-1].id, "cells", cells_text)
+        self._check_run(runs[-1].id, metadata, cells)
         metadata["store"] = {"path": str(self.path), "run": runs[-1].id, "finished": runs[-1].finished}
-        return json.loads(cells), metadata
+        return cells, metadata
+
+    def _damaged(self, run_id: int, problem: str) -> UsageError:
+        return UsageError(f"results store {str(self.path)!r}: run {run_id} is damaged: {problem}; "
+                          "render another --run, or run its command again to record it anew")
+
+    def _parsed(self, run_id: int, what: str, text: Any) -> Any:
+        try:
+            return json.loads(text)
+        except (TypeError, ValueError) as error:
+            raise self._damaged(run_id, f"its {what} column is not valid JSON ({error})") from None
+
+    def _check_run(self, run_id: int, metadata: Any, cells: Any) -> None:
+        """Refuse metadata and rows that the leaderboard could not be rendered from."""
+        if not isinstance(metadata, dict):
+            raise self._damaged(run_id, "its metadata is not a JSON object")
+        missing = [name for name in METADATA_FIELDS if name not in metadata]
+        if missing:
+            raise self._damaged(run_id, f"its metadata misses {', '.join(missing)}")
+        if not isinstance(cells, list) or not all(isinstance(cell, dict) for cell in cells):
+            raise self._damaged(run_id, "its cells are not a list of cells")
+        for cell in cells:
+            missing = [name for name in CELL_FIELDS if name not in cell]
+            if missing:
+                raise self._damaged(run_id, f"a cell misses {', '.join(missing)}")
 
 
 def merged_run(

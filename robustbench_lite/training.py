@@ -33,6 +33,7 @@ STEP_GAMMA = 0.1  # the "step" schedule multiplies the lr by this after 50% and 
 VALIDATION_SHARE = 0.1  # early stopping holds out the last 10% of the training set
 VALIDATION_PGD_STEPS = 10
 SUMMARY_CHARS = 160  # longest error text quoted in the one-line warning about an unusable checkpoint
+DIGEST = "sha256"  # the checkpoint entry holding the digest of everything else saved in it
 
 
 class TrainingDivergedError(RblError):
@@ -235,13 +236,21 @@ def load_or_train(
     result = train(model, builder, defense, train_part, config, device, advance, validation)
     record = TrainingRecord(key=key, seconds=time.perf_counter() - start, **_history(result))
     if path is not None:
-        _save_atomically(model, record, path)
+        try:
+            _save_atomically(model, record, path)
+        except (OSError, RuntimeError) as error:
+            # The training is not lost to a full or failing cache: the model is evaluated all the same.
+            # torch reports a failed write (a full disk, say) as a RuntimeError raised while handling the OSError.
+            cause = error.__context__ if isinstance(error.__context__, OSError) else error
+            warnings.warn(f"could not cache the trained weights in {path}: {_summary(cause)}; evaluating them uncached",
+                          stacklevel=2)
     return record
 
 
 def _load(model: nn.Module, path: Path, key: dict[str, Any]) -> TrainingRecord | None:
     """The cached record, or None (with a one-line warning) when the file is unusable: unreadable,
-    written for other settings, or holding weights that do not fit ``model``, which is then untouched."""
+    written for other settings, holding weights that do not fit ``model``, or not matching its digest
+    (or without one); ``model`` is then untouched."""
     expected = json.loads(json.dumps(key, default=str))
     problem = "is corrupt or truncated"  # what a failure of the next step means, for the warning
     try:
@@ -264,6 +273,11 @@ def _load(model: nn.Module, path: Path, key: dict[str, Any]) -> TrainingRecord |
         )
         if misfits:  # checked first: a failing load_state_dict would leave the model half overwritten, then retrained
             raise ValueError(f"tensors missing, extra or of another shape: {', '.join(misfits)}")
+        problem = "was written without a digest by an older robustbench_lite, so its weights are unverified"
+        stored = saved[DIGEST]
+        problem, actual = "does not match its digest, so it was damaged on disk or altered", _checkpoint_digest(saved)
+        if stored != actual:  # torch does not check the zip's CRCs: a flipped byte still loads
+            raise ValueError(f"{DIGEST} of the contents is {actual[:12]}, saved {str(stored)[:12]}")
         model.load_state_dict(weights)
     except Exception as error:  # retrain rather than trust it
         warnings.warn(f"ignoring checkpoint {path}: it {problem} ({_summary(error)}); retraining", stacklevel=3)
@@ -285,6 +299,18 @@ def _history(source: TrainingHistory) -> dict[str, Any]:
     return {item.name: getattr(source, item.name) for item in fields(TrainingHistory)}
 
 
+def _checkpoint_digest(payload: dict[str, Any]) -> str:
+    """sha256 of a checkpoint's contents but the digest itself: every tensor's name, type, shape and bytes,
+    and the other entries (key, seconds, history) as JSON."""
+    others = {name: value for name, value in payload.items() if name not in ("state_dict", DIGEST)}
+    hasher = hashlib.sha256(json.dumps(others, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(payload["state_dict"].items()):
+        tensor = tensor.detach().cpu().contiguous()
+        hasher.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}:".encode())
+        hasher.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return hasher.hexdigest()
+
+
 def _save_atomically(model: nn.Module, record: TrainingRecord, path: Path) -> None:
     """Write to a temporary file in the same folder, then rename: a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -294,6 +320,7 @@ def _save_atomically(model: nn.Module, record: TrainingRecord, path: Path) -> No
         "seconds": record.seconds,
         **_history(record),
     }
+    payload[DIGEST] = _checkpoint_digest(payload)
     with atomic_target(path) as temporary, open(temporary, "wb") as file:
         torch.save(payload, file)
         file.flush()

@@ -192,13 +192,23 @@ BAD_INPUTS = [
     ("unknown optimizer", ["--optimizer", "rmsprop"], "unknown optimizer 'rmsprop'; valid choices: adam, adamw, sgd"),
     ("store that is not a database", ["--db", "{files}/not-a-store.db"],
      "results store '{files}/not-a-store.db' is not a usable SQLite database"),
+    ("store below a regular file", ["--db", "{files}/regular-file/results.db"],
+     "results store '{files}/regular-file/results.db' cannot be created: '{files}/regular-file' is a regular file, "
+     "not a folder"),
+    ("cache below a regular file", ["--cache-dir", "{files}/regular-file/cache"],
+     "cache folder '{files}/regular-file/cache' is not writable: '{files}/regular-file' is a regular file, not a folder"),
+    ("cache is a regular file", ["--cache-dir", "{files}/regular-file"],
+     "cache folder '{files}/regular-file' is not writable: '{files}/regular-file' is a regular file, not a folder"),
+    ("cache in a read-only folder", ["--cache-dir", "{files}/read-only/cache"],
+     "cache folder '{files}/read-only/cache' is not writable: Permission denied"),
     ("eval batch size zero", ["--eval-batch-size", "0"], "--eval-batch-size must be a positive number of points, got 0"),
     ("unknown precision", ["--precision", "fp16"], "Invalid value for '--precision': 'fp16' is not one of 'fp32', 'bf16'"),
 ]
 
 
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
-MARKS = {"out in a read-only folder": pytest.mark.skipif(AS_ROOT, reason="root writes into read-only folders")}
+ROOT_WRITES = pytest.mark.skipif(AS_ROOT, reason="root writes into read-only folders")
+MARKS = {"out in a read-only folder": ROOT_WRITES, "cache in a read-only folder": ROOT_WRITES}
 
 
 @pytest.mark.parametrize("extra, expected", [

@@ -225,7 +225,7 @@ def test_each_cell_counts_its_model_passes_and_reused_cells_keep_them(tmp_path):
     assert again.attrs["metadata"]["work"]["backward_images"] == frame.attrs["metadata"]["work"]["backward_images"]
 
 
-def test_a_store_from_before_the_pass_counts_is_upgraded_in_place(tmp_path):
+def test_a_store_from_before_the_pass_counts_and_digests_is_upgraded_in_place(tmp_path):
     with sqlite3.connect(tmp_path / "old.db") as connection:
         connection.executescript(
             "CREATE TABLE results (key TEXT PRIMARY KEY, key_json TEXT NOT NULL, status TEXT NOT NULL, "
@@ -235,8 +235,10 @@ def test_a_store_from_before_the_pass_counts_is_upgraded_in_place(tmp_path):
         connection.execute("INSERT INTO results VALUES (?, '{}', 'ok', ?, 2, 0.5, '', 'then')",
                            (key_digest({"a": 1}), torch.tensor([4, 2]).numpy().astype("<i2").tobytes()))
     store = ResultsStore(tmp_path / "old.db")
-    old = store.get({"a": 1})
-    assert old.predictions.tolist() == [4, 2] and old.backward_images is None
+    with pytest.warns(UserWarning, match="stored without a digest"):
+        assert store.get({"a": 1}) is None  # unverified: recomputed (and then stored with a digest), never reused
+    store.put({"a": 1}, torch.tensor([4, 2]), 0.5)
+    assert store.get({"a": 1}).predictions.tolist() == [4, 2]
     store.put({"a": 2}, torch.tensor([1]), 0.1, forward_images=3, backward_images=2)
     assert store.get({"a": 2}).backward_images == 2
 
