@@ -139,6 +139,13 @@ BAD_INPUTS = [
     ("eps just above 1", ["--eps", "1.0001"], "invalid epsilon '1.0001': must lie in [0, 1]"),
     ("eps with a typo", ["--eps", "0.1,0.2x"], "invalid epsilon '0.2x': not a number; give values in [0, 1]"),
     ("eps empty", ["--eps", ""], "empty epsilon list ''; give values such as 0,0.1,0.2"),
+    ("optimizer lr huge", ["--optimizer", "sgd[lr=1e308]"],
+     "option 'lr' of optimizer 'sgd' must be <= 10.0, got '1e308'"),
+    ("optimizer lr zero", ["--optimizer", "adam[lr=0]"], "option 'lr' of optimizer 'adam' must be >= 1e-10, got '0'"),
+    ("optimizer momentum 1", ["--optimizer", "sgd[momentum=1]"],
+     "option 'momentum' of optimizer 'sgd' must be <= 0.999, got '1'"),
+    ("optimizer weight decay huge", ["--optimizer", "adamw[weight_decay=1e9]"],
+     "option 'weight_decay' of optimizer 'adamw' must be <= 1.0, got '1e9'"),
     ("n-examples negative", ["--n-examples", "-5"], "--n-examples must be a positive number of test points, got -5"),
     ("mnist data dir missing", ["--dataset", "mnist", "--data-dir", "{tmp}/nowhere"],
      "MNIST not found in {tmp}/nowhere: put train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
