@@ -5,6 +5,7 @@ all). Then the inputs that are not errors: too large an --n-examples and an unus
 checkpoint warn in one line and the run goes on; a model with NaN logits fails its cells (exit 1).
 """
 
+import io
 import json
 import os
 import urllib.error
@@ -102,7 +103,32 @@ def files(tmp_path_factory):
     (folder / "regular-file").write_text("not a folder")
     (folder / "not-a-store.db").write_text("plain text, not SQLite " * 100)
     (folder / "read-only").mkdir(mode=0o555)
-    return folder
+    x, y = np.zeros((4, 8, 8), np.uint8), np.array([0, 1, 0, 1])
+    np.savez(folder / "label-1e9.npz", x_train=x, y_train=np.array([0, 1, 0, 10**9]), x_test=x, y_test=y)
+    with zipfile.ZipFile(folder / "not-an-array.npz", "w") as archive:
+        archive.writestr("x_train", b"plain bytes, no .npy header")  # np.load hands such a member back as bytes
+        for key, value in (("y_train", y), ("x_test", x), ("y_test", y)):
+            archive.writestr(f"{key}.npy", npy_bytes(value))
+    with zipfile.ZipFile(folder / "huge-header.npz", "w") as archive:
+        header = io.BytesIO()  # a header claiming 10^12 uint8 elements (931 GiB) over a few bytes of data
+        claim = {"descr": "|u1", "fortran_order": False, "shape": (10**6, 10**3, 10**3)}
+        np.lib.format.write_array_header_1_0(header, claim)
+        archive.writestr("x_train.npy", header.getvalue() + bytes(64))
+        for key, value in (("y_train", y), ("x_test", x), ("y_test", y)):
+            archive.writestr(f"{key}.npy", npy_bytes(value))
+    (folder / "folder.npz").mkdir()
+    os.mkfifo(folder / "fifo.npz")
+    # A writer holding the FIFO open with bytes in it: code that opens it reads them instead of blocking for ever.
+    writer = os.open(folder / "fifo.npz", os.O_RDWR | os.O_NONBLOCK)
+    os.write(writer, bytes(4096))
+    yield folder
+    os.close(writer)
+
+
+def npy_bytes(array):
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
 
 
 def run_fast(tmp_path, capsys, *extra):
@@ -164,6 +190,17 @@ BAD_INPUTS = [
      "missing key(s) x_train, x_test, y_test (has y_train); expected a numpy .npz with x_train"),
     ("npz member damaged", ["--dataset", "npz[path={files}/damaged.npz]"],
      "npz file {files}/damaged.npz: is not a readable .npz archive (Error -3 while decompressing data"),
+    ("npz member not an array", ["--dataset", "npz[path={files}/not-an-array.npz]"],
+     "npz file {files}/not-an-array.npz: member x_train is not a .npy array"),
+    ("npz header claiming 10^12 elements", ["--dataset", "npz[path={files}/huge-header.npz]"],
+     "npz file {files}/huge-header.npz: x_train claims shape (1000000, 1000, 1000) of uint8, 931.3 GiB, "
+     "beyond the 8 GiB an array may take"),
+    ("npz labels up to 10^9", ["--dataset", "npz[path={files}/label-1e9.npz]"],
+     "npz file {files}/label-1e9.npz: y_train has label 1000000000, beyond the 100000 classes a dataset may have"),
+    ("npz path is a FIFO", ["--dataset", "npz[path={files}/fifo.npz]"],
+     "npz file {files}/fifo.npz: is not a regular file (a directory, FIFO or device)"),
+    ("npz path is a folder", ["--dataset", "npz[path={files}/folder.npz]"],
+     "npz file {files}/folder.npz: is not a regular file (a directory, FIFO or device)"),
     ("model outputs another number of classes", ["--models", "three-logits"],
      "model 'three-logits' outputs shape (3,) but dataset 'moons' has 2 classes"),
     ("image model on feature vectors", ["--models", "cnn"], "model 'cnn' takes images of shape (C, H, W)"),
