@@ -64,7 +64,27 @@ def read_cells(path: Path) -> pd.DataFrame:
         raise UsageError(
             f"{str(path)!r} holds no list of cells; give the JSON sidecar that `rbl run` writes beside its leaderboard"
         )
+    for index, cell in enumerate(cells):
+        problem = _cell_problem(cell)
+        if problem:
+            raise UsageError(f"{str(path)!r}: cell {index} {problem}; give the JSON sidecar that `rbl run` writes")
     return pd.DataFrame(cells)
+
+
+def _cell_problem(cell: object) -> str | None:
+    """What keeps one sidecar cell from being plotted, or None."""
+    if not isinstance(cell, dict):
+        return "is not an object"
+    missing = [column for column in CELL_COLUMNS if column not in cell]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    for column in ("eps", "accuracy"):
+        value = cell[column]
+        if value is None and column == "accuracy":  # a failed cell: a gap in its line
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return f"has {column} {value!r}, not a number"
+    return None
 
 
 def accuracy_vs_eps(cells: pd.DataFrame, path: Path, title: str | None = None) -> Path:
