@@ -60,7 +60,8 @@ def ensure_writable(out_dir: Path) -> None:
         raise UsageError(f"output folder {str(out_dir)!r} is not writable: {error.strerror or error}") from None
 
 
-def _eps_column(eps: float) -> str:
+def eps_column(eps: float) -> str:
+    """The leaderboard's column name of an eps value."""
     return f"eps={eps:g}"
 
 
@@ -73,7 +74,7 @@ def accuracy_table(cells: pd.DataFrame) -> pd.DataFrame:
     table = cells.pivot_table(
         index=["model", "defense", "attack"], columns="eps", values="accuracy", aggfunc="first", dropna=False, sort=False
     ).reindex(columns=grid)
-    table.columns = [_eps_column(eps) for eps in grid]
+    table.columns = [eps_column(eps) for eps in grid]
     table["R&G"] = table.sum(axis=1, skipna=False)
     failed = cells[cells["status"] != "ok"].groupby(["model", "defense", "attack"], sort=False).size()
     table["failed cells"] = failed.reindex(table.index).fillna(0).astype(int)
@@ -87,7 +88,7 @@ def success_table(cells: pd.DataFrame) -> pd.DataFrame:
         index=["model", "defense", "attack"], columns="eps", values="target_success", aggfunc="first",
         dropna=False, sort=False,
     ).reindex(columns=grid)
-    table.columns = [_eps_column(eps) for eps in grid]
+    table.columns = [eps_column(eps) for eps in grid]
     return table.reset_index()
 
 
@@ -104,7 +105,7 @@ def ranking(cells: pd.DataFrame, metadata: dict[str, Any] | None = None) -> pd.D
     attacks = [attack for attack in table["attack"].unique() if attack != WORST_CASE] + [WORST_CASE]
     wide = wide.reindex(columns=attacks)
     wide.columns = [f"R&G {attack}" for attack in attacks]
-    clean = table[table["attack"] == WORST_CASE].set_index(["model", "defense"])[_eps_column(0.0)]
+    clean = table[table["attack"] == WORST_CASE].set_index(["model", "defense"])[eps_column(0.0)]
     wide.insert(0, "clean %", clean)
     wide = wide.reset_index()
     # A naive evaluation measures the attacks' blindness, not the defense: it is listed, never ranked.
@@ -239,7 +240,7 @@ def _plus_minus(table: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     text = {}
     for cell in with_intervals(cells).itertuples():
         if pd.notna(cell.accuracy):
-            text[(cell.model, cell.defense, cell.attack, _eps_column(cell.eps))] = (
+            text[(cell.model, cell.defense, cell.attack, eps_column(cell.eps))] = (
                 f"{cell.accuracy:.2f} ±{(cell.ci_high - cell.ci_low) / 2:.2f}"
             )
     table = table.copy()

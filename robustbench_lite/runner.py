@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from decimal import Decimal
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -86,8 +87,17 @@ class Cell:
     backward_images: int | None = None  # input gradients the attack took, in images (its gradient evaluations)
 
 
+# The finest eps step a grid may take: values closer than this, or nonzero ones below it, would be
+# printed alike (the leaderboard's columns read eps={eps:g}) or as something they are not.
+EPS_RESOLUTION = 1e-6
+
+
 def parse_eps(eps: str | Iterable[float] | None, default: Sequence[float]) -> list[float]:
-    """The sorted eps grid, always including 0 (the clean column of the R&G score)."""
+    """The sorted eps grid, always including 0 (the clean column of the R&G score).
+
+    Every value prints as what is computed: -0 becomes 0, and values that would share a column
+    (closer than :data:`EPS_RESOLUTION`, or alike under ``{eps:g}``) or round to it are refused.
+    """
     if eps is None:
         values: list[Any] = list(default)
     elif isinstance(eps, str):
@@ -98,16 +108,41 @@ def parse_eps(eps: str | Iterable[float] | None, default: Sequence[float]) -> li
         values = list(eps)
         if not values:
             raise UsageError("empty epsilon list; give values such as 0,0.1,0.2")
-    grid = []
+    given = {0.0: "0"}  # each distinct value and how the user wrote it
     for value in values:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise UsageError(f"invalid epsilon {value!r}: not a number; give values in [0, 1] such as 0.1") from None
-        if not math.isfinite(number) or not 0.0 <= number <= 1.0:
-            raise UsageError(f"invalid epsilon {value!r}: must lie in [0, 1] (inputs are images in [0, 1])")
-        grid.append(number)
-    return sorted(set(grid) | {0.0})
+        number = _epsilon(value)
+        for other, text in given.items():
+            if other != number and _alike(other, number):
+                raise UsageError(_alike_message(text, str(value), other, number))
+        given.setdefault(number, str(value))
+    return sorted(given)
+
+
+def _epsilon(value: Any) -> float:
+    """One eps value as a float in [0, 1] (0 for -0), or UsageError."""
+    try:
+        number = float(value)
+        exact = Decimal(value.strip()) if isinstance(value, str) else Decimal(number)
+    except (TypeError, ValueError, ArithmeticError):
+        raise UsageError(f"invalid epsilon {value!r}: not a number; give values in [0, 1] such as 0.1") from None
+    if not math.isfinite(number) or not 0.0 <= number <= 1.0:
+        raise UsageError(f"invalid epsilon {value!r}: must lie in [0, 1] (inputs are images in [0, 1])")
+    if exact != 0 and number < EPS_RESOLUTION:  # the text, not the float: 1e-400 reads as 0.0
+        raise UsageError(f"invalid epsilon {value!r}: nonzero but below the eps resolution {EPS_RESOLUTION:g}; "
+                         f"give 0 or a value >= {EPS_RESOLUTION:g}")
+    return 0.0 if number == 0 else number
+
+
+def _alike(a: float, b: float) -> bool:
+    return abs(a - b) < EPS_RESOLUTION or leaderboard.eps_column(a) == leaderboard.eps_column(b)
+
+
+def _alike_message(text_a: str, text_b: str, a: float, b: float) -> str:
+    if leaderboard.eps_column(a) == leaderboard.eps_column(b):
+        problem = f"would share the leaderboard column {leaderboard.eps_column(a)}"
+    else:
+        problem = f"lie closer than the eps resolution {EPS_RESOLUTION:g}"
+    return f"eps values {text_a!r} and {text_b!r} {problem}; give values at least {EPS_RESOLUTION:g} apart"
 
 
 def resolve_target(target: str | int, classes: Sequence[str]) -> int:

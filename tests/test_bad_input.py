@@ -7,17 +7,20 @@ checkpoint warn in one line and the run goes on; a model with NaN logits fails i
 
 import io
 import json
+import math
 import os
 import urllib.error
 import urllib.request
 import zipfile
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from robustbench_lite.cli import main
 from robustbench_lite.registry import default_registry
+from robustbench_lite.runner import parse_eps
 
 FAST = ["--dataset", "moons", "--models", "mlp", "--defenses", "none", "--attacks", "fgsm", "--eps", "0,0.1",
         "--epochs", "1", "--n-examples", "8", "--device", "cpu", "--quiet"]
@@ -165,6 +168,14 @@ BAD_INPUTS = [
     ("eps just above 1", ["--eps", "1.0001"], "invalid epsilon '1.0001': must lie in [0, 1]"),
     ("eps with a typo", ["--eps", "0.1,0.2x"], "invalid epsilon '0.2x': not a number; give values in [0, 1]"),
     ("eps empty", ["--eps", ""], "empty epsilon list ''; give values such as 0,0.1,0.2"),
+    ("eps printing alike", ["--eps", "0,0.2,0.2000004"],
+     "eps values '0.2' and '0.2000004' would share the leaderboard column eps=0.2"),
+    ("eps closer than the resolution", ["--eps", "0.1234561,0.1234569"],
+     "eps values '0.1234561' and '0.1234569' lie closer than the eps resolution 1e-06"),
+    ("eps below the resolution", ["--eps", "0,3e-7"],
+     "invalid epsilon '3e-7': nonzero but below the eps resolution 1e-06"),
+    ("eps that underflows to 0", ["--eps", "0,1e-400"],
+     "invalid epsilon '1e-400': nonzero but below the eps resolution 1e-06"),
     ("dataset seed beyond 2^63-1", ["--dataset", f"moons[seed={2**64}]"],
      f"option 'seed' of dataset 'moons' must lie in [0, {2**63 - 1}] (0 to 2^63-1), got '{2**64}'"),
     ("duplicate option key", ["--attacks", "pgd[steps=5,steps=6]"],
@@ -356,3 +367,34 @@ def test_nan_logits_fail_the_cells_with_exit_1(tmp_path, capsys):
     assert {cell["error"] for cell in cells} == {
         "clean evaluation failed: NonFiniteOutputError: the model produced NaN or infinite logits"
     }
+
+
+def test_the_eps_grid_prints_what_it_computes_and_rg_is_the_sum_of_the_printed_row(tmp_path, capsys):
+    status, _, err = run_fast(tmp_path, capsys, "--attacks", "fgsm,pgd", "--eps", "-0,0.1,0.0313725,0.10")
+    assert status == 0, err
+    assert sidecar(tmp_path)["eps"] == [0.0, 0.0313725, 0.1]
+    assert math.copysign(1.0, sidecar(tmp_path)["eps"][0]) == 1.0  # -0 became 0
+    table = pd.read_csv(tmp_path / "out" / "moons.csv")
+    columns = [column for column in table.columns if column.startswith("eps=")]
+    assert columns == ["eps=0", "eps=0.0313725", "eps=0.1"]
+    assert len(table) == 3  # fgsm, pgd, worst-case
+    # 8 test points: every accuracy is a multiple of 12.5 %, so the printed (2-decimal) row sums exactly.
+    assert (table[columns].sum(axis=1) == table["R&G"]).all()
+
+
+@pytest.mark.parametrize("given, grid", [
+    ("0,0.1,0.2,0.3,0.4,0.5", [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]),
+    ("0.001", [0.0, 0.001]),
+    ("0.0313725,0.1,0.1", [0.0, 0.0313725, 0.1]),  # an exact repeat is the same column, not an error
+    ([8 / 255, 16 / 255], [0.0, 8 / 255, 16 / 255]),
+    ("-0,1e-6,1", [0.0, 1e-6, 1.0]),
+])
+def test_valid_eps_grids_keep_their_floats(given, grid):
+    parsed = parse_eps(given, ())
+    assert parsed == grid and all(math.copysign(1.0, eps) == 1.0 for eps in parsed)
+
+
+def test_every_dataset_default_grid_is_valid():
+    for info in default_registry().infos("datasets").values():
+        default = info.cls.default_eps
+        assert parse_eps(None, default) == sorted(set(default) | {0.0})
