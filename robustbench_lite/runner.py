@@ -46,7 +46,7 @@ from .evaluation import PassCounter, adversarial_predictions, defended, predict
 from .leaderboard import WORST_CASE
 from .interfaces import Attack, Dataset, DatasetLoader, Defense, ModelBuilder, Normalize, digest
 from .optimizers import canonical_optimizer
-from .options import PluginSpec, split_spec_list
+from .options import MAX_EOT, MAX_EPOCHS, SEED_MAX, PluginSpec, seed_range, split_spec_list
 from .registry import Registry, default_registry
 from .store import ResultsStore
 from .training import LR_SCHEDULES, TrainingConfig, TrainingRecord, batches_per_run, load_or_train, split_validation
@@ -317,6 +317,8 @@ def run(
     trainers = {recipe.label: training_recipe(recipe, registry) for recipe in recipes}
     if isinstance(eot, bool) or not isinstance(eot, int) or eot < 1:
         raise UsageError(f"--eot must be a positive number of gradient samples, got {eot!r}")
+    if eot > MAX_EOT:
+        raise UsageError(f"--eot must be at most {MAX_EOT} gradient samples, got {eot}")
     attack_specs = _specs(attacks, "attacks")
     threats: list[Attack] = _unique([registry.create("attacks", s) for s in attack_specs], "attack")
     untargetable = [attack.label for attack in threats if "target" not in attack.settings]
@@ -610,12 +612,18 @@ def training_config(
     for flag, value in (("--epochs", epochs), ("--batch-size", batch_size)):
         if value is not None and value <= 0:
             raise UsageError(f"{flag} must be positive, got {value}")
+    if epochs is not None and epochs > MAX_EPOCHS:
+        raise UsageError(f"--epochs must be at most {MAX_EPOCHS}, got {epochs}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise UsageError(f"--seed {seed_range()}, got {seed!r}")
     if train_eps is not None and not (math.isfinite(train_eps) and 0.0 <= train_eps <= 1.0):
         raise UsageError(f"--train-eps must lie in [0, 1], got {train_eps}")
     if lr_schedule not in LR_SCHEDULES:
         raise UsageError(f"unknown --lr-schedule {lr_schedule!r}; valid choices: {', '.join(LR_SCHEDULES)}")
     if early_stop is not None and (isinstance(early_stop, bool) or not isinstance(early_stop, int) or early_stop < 1):
         raise UsageError(f"--early-stop must be a positive number of epochs, got {early_stop!r}")
+    if early_stop is not None and early_stop > MAX_EPOCHS:
+        raise UsageError(f"--early-stop must be at most {MAX_EPOCHS} epochs, got {early_stop}")
     return TrainingConfig(
         epochs=epochs or loader.default_epochs,
         batch_size=batch_size,
