@@ -153,8 +153,23 @@ def resolve_target(target: str | int, classes: Sequence[str]) -> int:
         return names.index(text.lower())
     if text.isdigit() and int(text) < len(names):
         return int(text)
-    choices = [f"{index} ({name})" for index, name in enumerate(classes)]
-    raise UsageError(f"unknown target class {text!r}; valid: {', '.join(choices)}")
+    raise UsageError(f"unknown target class {text!r}; valid: {_class_choices(classes)}")
+
+
+def _class_choices(classes: Sequence[str]) -> str:
+    return ", ".join(f"{index} ({name})" for index, name in enumerate(classes))
+
+
+def _check_attack_targets(threat: Attack, data: Dataset) -> None:
+    """Refuse an attack's own target class (or target rank) that the dataset's classes cannot meet."""
+    target, rank = threat.settings.get("target"), threat.settings.get("target_rank")
+    where = f"attack {threat.label!r}"
+    if target is not None and target >= data.num_classes:
+        raise UsageError(f"option 'target' of {where} is class {target}, but dataset {data.name!r} has "
+                         f"{data.num_classes} classes; valid targets: {_class_choices(data.classes)}")
+    if rank is not None and rank >= data.num_classes:
+        raise UsageError(f"option 'target_rank' of {where} is {rank}, but dataset {data.name!r} has "
+                         f"{data.num_classes} classes; valid ranks: 1 to {data.num_classes - 1}")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -347,6 +362,8 @@ def run(
     target_index = None if target is None else resolve_target(target, data.classes)
     if target_index is not None:
         threats = [registry.create("attacks", spec, target=target_index) for spec in attack_specs]
+    for threat in threats:  # now that the number of classes is known, before any training
+        _check_attack_targets(threat, data)
     n_test = len(data.x_test)
     if n_examples is not None and n_examples > n_test:
         warnings.warn(f"--n-examples {n_examples} exceeds the {n_test} test points; using all {n_test}", stacklevel=2)

@@ -180,6 +180,12 @@ BAD_INPUTS = [
     ("seed negative", ["--seed", "-1"], f"--seed must lie in [0, {2**63 - 1}] (0 to 2^63-1), got -1"),
     ("dataset seed beyond 2^63-1", ["--dataset", f"moons[seed={2**64}]"],
      f"option 'seed' of dataset 'moons' must lie in [0, {2**63 - 1}] (0 to 2^63-1), got '{2**64}'"),
+    ("attack target beyond the classes", ["--attacks", "pgd[target=5]"],
+     "option 'target' of attack 'pgd[target=5]' is class 5, but dataset 'moons' has 2 classes; valid targets: "
+     "0 (upper), 1 (lower)"),
+    ("attack target rank beyond the classes", ["--attacks", "apgd-dlr[target_rank=2]"],
+     "option 'target_rank' of attack 'apgd-dlr[target_rank=2]' is 2, but dataset 'moons' has 2 classes; "
+     "valid ranks: 1 to 1"),
     ("duplicate option key", ["--attacks", "pgd[steps=5,steps=6]"],
      "option 'steps' given twice in 'pgd[steps=5,steps=6]'; give each option once"),
     ("steps without bound", ["--attacks", "pgd[steps=1000000000]"],
