@@ -15,10 +15,15 @@ def atomic_target(path: Path) -> Iterator[Path]:
 
     Not ``tempfile.mkstemp``: its files are private (0600), and leaderboards and plots are there to be read.
     """
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    temporary = temporary_path(path)
     try:
         yield temporary
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def temporary_path(path: Path) -> Path:
+    """A fresh temporary beside ``path``: ``.<name>.<32 hex digits>.tmp``."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,12 @@ from typing import Any
 import pandas as pd
 
 from . import plot, sanity
-from .atomic import atomic_target
+from .atomic import atomic_target, temporary_path
 from .errors import UsageError
 
 WORST_CASE = "worst-case"
 FORMATS = ("md", "csv", "json")
+DEFAULT_NAME_MAX = 255  # bytes per file name where the file system does not say (ext4, APFS, NTFS)
 WILSON_Z = 1.959964  # the standard normal quantile of a two-sided 95% interval
 
 
@@ -58,6 +60,23 @@ def ensure_writable(out_dir: Path) -> None:
             pass
     except OSError as error:
         raise UsageError(f"output folder {str(out_dir)!r} is not writable: {error.strerror or error}") from None
+
+
+def check_name(out_dir: Path, name: str) -> None:
+    """Refuse a benchmark name whose files in ``out_dir`` the file system could not name (found only at the end else)."""
+    longest = temporary_path(out_dir / plot.accuracy_file_name(name)).name  # the longest name ever written
+    try:
+        limit = os.pathconf(out_dir, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = DEFAULT_NAME_MAX
+    if len(os.fsencode(longest)) > limit:
+        extra = len(os.fsencode(longest)) - len(os.fsencode(name))
+        shown = name if len(name) <= 20 else f"{name[:20]}..."
+        raise UsageError(
+            f"benchmark name {shown!r} ({len(name)} characters) is too long: the file system allows file names of "
+            f"{limit} bytes and the longest file the leaderboard writes (the temporary of <name>-accuracy.png) "
+            f"adds {extra}; give --name of at most {limit - extra} characters"
+        )
 
 
 def eps_column(eps: float) -> str:

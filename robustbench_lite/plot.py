@@ -141,8 +141,12 @@ def confusion_matrices(
 
 def leaderboard_plots(cells: pd.DataFrame, out_dir: Path, name: str) -> dict[str, Path]:
     """The plots a leaderboard links: ``<name>-accuracy.png`` in ``out_dir``; returns ``{"accuracy": path}``."""
-    path = out_dir / f"{name}-accuracy.png"
+    path = out_dir / accuracy_file_name(name)
     return {"accuracy": accuracy_vs_eps(cells, path, title=f"{name}: robust accuracy vs ε")}
+
+
+def accuracy_file_name(name: str) -> str:
+    return f"{name}-accuracy.png"
 
 
 def _accuracy_figure(cells: pd.DataFrame, title: str | None) -> Figure:

@@ -372,11 +372,13 @@ def run(
         _check_output_size(build_model(builder, data, seed), builder, data)
     for recipe in recipes:
         _check_preprocessing(recipe, data)
+    benchmark = _slug(name or data.name)
+    if out_dir is not None:
+        leaderboard.check_name(out_dir, benchmark)
     # Opened only now, so that bad input leaves no empty store behind.
     store_path = Path(db) if db is not None else out_dir / "results.db" if out_dir is not None else None
     store = ResultsStore(store_path) if store_path is not None else None
 
-    benchmark = _slug(name or data.name)
     cache = _cache(cache_dir, use_cache)
     metadata_ = _metadata(
         benchmark, command, registry, loader, builders, recipes, threats, data, n_eval, grid, config, torch_device

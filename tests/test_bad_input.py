@@ -180,6 +180,10 @@ BAD_INPUTS = [
     ("seed negative", ["--seed", "-1"], f"--seed must lie in [0, {2**63 - 1}] (0 to 2^63-1), got -1"),
     ("dataset seed beyond 2^63-1", ["--dataset", f"moons[seed={2**64}]"],
      f"option 'seed' of dataset 'moons' must lie in [0, {2**63 - 1}] (0 to 2^63-1), got '{2**64}'"),
+    ("name too long for the file system", ["--name", "b" * 250],
+     "benchmark name 'bbbbbbbbbbbbbbbbbbbb...' (250 characters) is too long: the file system allows file names "
+     "of 255 bytes and the longest file the leaderboard writes (the temporary of <name>-accuracy.png) adds 51; "
+     "give --name of at most 204 characters"),
     ("attack target beyond the classes", ["--attacks", "pgd[target=5]"],
      "option 'target' of attack 'pgd[target=5]' is class 5, but dataset 'moons' has 2 classes; valid targets: "
      "0 (upper), 1 (lower)"),
