@@ -67,7 +67,7 @@ def read_cells(path: Path) -> pd.DataFrame:
     for index, cell in enumerate(cells):
         problem = _cell_problem(cell)
         if problem:
-            raise UsageError(f"{str(path)!r}: cell {index} {problem}; give the JSON sidecar that `rbl run` writes")
+            raise UsageError(f"{str(path)!r}: cell {index} {problem}; give the JSON sidecar that rbl run writes")
     return pd.DataFrame(cells)
 
 
