@@ -108,6 +108,7 @@ def files(tmp_path_factory):
     (folder / "read-only").mkdir(mode=0o555)
     x, y = np.zeros((4, 8, 8), np.uint8), np.array([0, 1, 0, 1])
     np.savez(folder / "label-1e9.npz", x_train=x, y_train=np.array([0, 1, 0, 10**9]), x_test=x, y_test=y)
+    np.savez(folder / "objects.npz", x_train=np.array([{}] * 4, dtype=object), y_train=y, x_test=x, y_test=y)
     with zipfile.ZipFile(folder / "not-an-array.npz", "w") as archive:
         archive.writestr("x_train", b"plain bytes, no .npy header")  # np.load hands such a member back as bytes
         for key, value in (("y_train", y), ("x_test", x), ("y_test", y)):
@@ -233,6 +234,8 @@ BAD_INPUTS = [
      "npz file {files}/damaged.npz: is not a readable .npz archive (Error -3 while decompressing data"),
     ("npz member not an array", ["--dataset", "npz[path={files}/not-an-array.npz]"],
      "npz file {files}/not-an-array.npz: member x_train is not a .npy array"),
+    ("npz member of Python objects", ["--dataset", "npz[path={files}/objects.npz]"],
+     "npz file {files}/objects.npz: x_train holds Python objects (never loaded: unpickling them could run code)"),
     ("npz header claiming 10^12 elements", ["--dataset", "npz[path={files}/huge-header.npz]"],
      "npz file {files}/huge-header.npz: x_train claims shape (1000000, 1000, 1000) of uint8, 931.3 GiB, "
      "beyond the 8 GiB an array may take"),
