@@ -95,8 +95,9 @@ EPS_RESOLUTION = 1e-6
 def parse_eps(eps: str | Iterable[float] | None, default: Sequence[float]) -> list[float]:
     """The sorted eps grid, always including 0 (the clean column of the R&G score).
 
-    Every value prints as what is computed: -0 becomes 0, and values that would share a column
-    (closer than :data:`EPS_RESOLUTION`, or alike under ``{eps:g}``) or round to it are refused.
+    Every value prints as what is computed: -0 becomes 0; two values that would share a column
+    (closer than :data:`EPS_RESOLUTION`, or alike under ``{eps:g}``) and nonzero values below the
+    resolution are refused, naming what the user wrote.
     """
     if eps is None:
         values: list[Any] = list(default)
