@@ -20,7 +20,7 @@ def atomic_target(path: Path) -> Iterator[Path]:
 
     Not ``tempfile.mkstemp``: its files are private (0600), and leaderboards and plots are there to be read.
     """
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # named as _TEMPORARY matches
+    temporary = temporary_path(path)  # named as _TEMPORARY matches
     try:
         yield temporary
         os.replace(temporary, path)
@@ -29,6 +29,11 @@ def atomic_target(path: Path) -> Iterator[Path]:
         if isinstance(error, OSError) and error.filename is None:  # a failed write (a full disk) names no file
             raise OSError(error.errno, error.strerror, str(path)) from error
         raise
+
+
+def temporary_path(path: Path) -> Path:
+    """A fresh temporary beside ``path``: ``.<name>.<32 hex digits>.tmp``."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
 
 
 def remove_stale_temporaries(folder: Path, older_than: float = STALE_SECONDS) -> None:

@@ -50,6 +50,7 @@ from .runner import build_model, cpu_name, resolve_device
 # Budgets at which attacks are benchmarked, per norm: the usual CIFAR-10 ones. They matter only to
 # attacks that stop early (per sample, once fooled); the pass counts show how much work was done.
 EPS = {"linf": 8 / 255, "l2": 0.5}
+MAX_BATCH_VALUES = 2**30  # input values of one batch: 4 GiB of float32, before the attack's copies
 DEFAULT_SHAPE = (1, 28, 28)  # MNIST's; a model spec may name another with @CxHxW
 NUM_CLASSES = 10
 # Inputs are uniform in [0, 1]: the model normalises with that distribution's mean and std.
@@ -90,6 +91,16 @@ def parse_model_spec(text: str) -> tuple[PluginSpec, tuple[int, ...]]:
         if min(shape) == 0:
             raise UsageError(f"input shape of {text!r} has a zero side")
     return PluginSpec.parse(spec_text), shape
+
+
+def _check_batch_values(model: str, shape: Sequence[int], batch_size: int) -> None:
+    """Refuse, before the model is built, an input shape whose batches could not be allocated."""
+    values = batch_size * math.prod(shape)
+    if values > MAX_BATCH_VALUES:
+        raise UsageError(
+            f"model {model!r} at batch size {batch_size} takes batches of {values:,} values, beyond the "
+            f"{MAX_BATCH_VALUES:,} (4 GiB of float32) rbl bench allocates; give a smaller @CxHxW or --batch-size"
+        )
 
 
 def shape_text(shape: Sequence[int]) -> str:
@@ -389,14 +400,15 @@ def bench(
     for attack in attack_list:
         _eps(attack)
     model_list = _items(models)
+    sizes = parse_batch_sizes(batch_sizes) if isinstance(batch_sizes, str) else list(batch_sizes)
     for model in model_list:  # a builder that cannot take the input shape says so now, not after an hour
         spec, shape = parse_model_spec(model)
+        _check_batch_values(model, shape, max(sizes, default=1))
         builder = registry.create("models", spec)
         try:
             builder.build(shape, NUM_CLASSES)
         except UsageError as error:
             raise UsageError(f"{error}; give it another input shape with @CxHxW, e.g. {spec.name}@3x32x32") from None
-    sizes = parse_batch_sizes(batch_sizes) if isinstance(batch_sizes, str) else list(batch_sizes)
     resolved = resolve_device(device)
     results = []
     for model in model_list:

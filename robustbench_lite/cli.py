@@ -218,7 +218,7 @@ def plot_accuracy_command(leaderboard_json: Path, out: Path | None) -> None:
     """Robust accuracy vs eps, one line per attack and one subplot per (model, defense), from `rbl run`'s JSON."""
     from . import plot as plotting
 
-    path = out or leaderboard_json.with_name(f"{leaderboard_json.stem}-accuracy.png")
+    path = out or leaderboard_json.with_name(plotting.accuracy_file_name(leaderboard_json.stem))
     plotting.check_output(path)
     cells = plotting.read_cells(leaderboard_json)
     click.echo(f"wrote {plotting.accuracy_vs_eps(cells, path, title=f'{leaderboard_json.stem}: robust accuracy vs ε')}")

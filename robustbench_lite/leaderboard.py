@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,12 @@ from typing import Any
 import pandas as pd
 
 from . import plot, sanity
-from .atomic import atomic_target
+from .atomic import atomic_target, temporary_path
 from .errors import UsageError
 
 WORST_CASE = "worst-case"
 FORMATS = ("md", "csv", "json")
+DEFAULT_NAME_MAX = 255  # bytes per file name where the file system does not say (ext4, APFS, NTFS)
 WILSON_Z = 1.959964  # the standard normal quantile of a two-sided 95% interval
 
 
@@ -106,7 +108,25 @@ def partial_reason(metadata: dict[str, Any]) -> str | None:
     return None
 
 
-def _eps_column(eps: float) -> str:
+def check_name(out_dir: Path, name: str) -> None:
+    """Refuse a benchmark name whose files in ``out_dir`` the file system could not name (found only at the end else)."""
+    longest = temporary_path(out_dir / plot.accuracy_file_name(name)).name  # the longest name ever written
+    try:
+        limit = os.pathconf(out_dir, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = DEFAULT_NAME_MAX
+    if len(os.fsencode(longest)) > limit:
+        extra = len(os.fsencode(longest)) - len(os.fsencode(name))
+        shown = name if len(name) <= 20 else f"{name[:20]}..."
+        raise UsageError(
+            f"benchmark name {shown!r} ({len(name)} characters) is too long: the file system allows file names of "
+            f"{limit} bytes and the longest file the leaderboard writes (the temporary of <name>-accuracy.png) "
+            f"adds {extra}; give --name of at most {limit - extra} characters"
+        )
+
+
+def eps_column(eps: float) -> str:
+    """The leaderboard's column name of an eps value."""
     return f"eps={eps:g}"
 
 
@@ -122,7 +142,7 @@ def _per_eps(cells: pd.DataFrame, values: str) -> pd.DataFrame:
     present = pd.MultiIndex.from_frame(cells[ROW].drop_duplicates())
     table = cells.groupby([*ROW, "eps"], sort=False)[values].first().unstack("eps")
     table = table.reindex(index=present, columns=grid)
-    table.columns = [_eps_column(eps) for eps in grid]
+    table.columns = [eps_column(eps) for eps in grid]
     return table
 
 
@@ -163,7 +183,7 @@ def ranking(
     attacks = [attack for attack in table["attack"].unique() if attack != WORST_CASE] + [WORST_CASE]
     wide = wide.reindex(columns=attacks)
     wide.columns = [f"R&G {attack}" for attack in attacks]
-    clean = table[table["attack"] == WORST_CASE].set_index(["model", "defense"])[_eps_column(0.0)]
+    clean = table[table["attack"] == WORST_CASE].set_index(["model", "defense"])[eps_column(0.0)]
     wide.insert(0, "clean %", clean)
     wide = wide.reset_index()
     findings = sanity.check(cells, metadata) if findings is None else findings
@@ -325,7 +345,7 @@ def _plus_minus(table: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
     text = {}
     for cell in with_intervals(cells).itertuples():
         if pd.notna(cell.accuracy):
-            text[(cell.model, cell.defense, cell.attack, _eps_column(cell.eps))] = (
+            text[(cell.model, cell.defense, cell.attack, eps_column(cell.eps))] = (
                 f"{cell.accuracy:.2f} ±{(cell.ci_high - cell.ci_low) / 2:.2f}"
             )
     table = table.copy()

@@ -14,21 +14,25 @@ import torch
 from .errors import UsageError, unknown_choice
 from .options import Option, PluginSpec, format_value, resolve_options
 
-_LR = "learning rate"
+# Ranges any training could mean: beyond them (lr 1e308, momentum 1) training diverges or never
+# forgets, which would surface as NaN losses long after the start.
+_LR = "learning rate, in [1e-10, 10]"
+_LR_RANGE = {"minimum": 1e-10, "maximum": 10.0}
+_DECAY_RANGE = {"minimum": 0.0, "maximum": 1.0}
 OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], tuple[Option, ...]]] = {
     "sgd": (torch.optim.SGD, (
-        Option("lr", float, 0.01, _LR, minimum=0.0),
-        Option("momentum", float, 0.9, "momentum factor", minimum=0.0, maximum=1.0),
-        Option("weight_decay", float, 0.0, "L2 penalty", minimum=0.0),
+        Option("lr", float, 0.01, _LR, **_LR_RANGE),
+        Option("momentum", float, 0.9, "momentum factor, in [0, 0.999]", minimum=0.0, maximum=0.999),
+        Option("weight_decay", float, 0.0, "L2 penalty, in [0, 1]", **_DECAY_RANGE),
         Option("nesterov", bool, False, "Nesterov momentum"),
     )),
     "adam": (torch.optim.Adam, (
-        Option("lr", float, 1e-3, _LR, minimum=0.0),
-        Option("weight_decay", float, 0.0, "L2 penalty", minimum=0.0),
+        Option("lr", float, 1e-3, _LR, **_LR_RANGE),
+        Option("weight_decay", float, 0.0, "L2 penalty, in [0, 1]", **_DECAY_RANGE),
     )),
     "adamw": (torch.optim.AdamW, (
-        Option("lr", float, 1e-3, _LR, minimum=0.0),
-        Option("weight_decay", float, 0.01, "decoupled weight decay", minimum=0.0),
+        Option("lr", float, 1e-3, _LR, **_LR_RANGE),
+        Option("weight_decay", float, 0.01, "decoupled weight decay, in [0, 1]", **_DECAY_RANGE),
     )),
 }
 

@@ -14,6 +14,17 @@ from typing import Any
 
 from .errors import UsageError
 
+# Bounds shared by the count options of plugins and the command line: large enough for any run a
+# user could mean, small enough that a typo (10^9 steps) is refused instead of hanging.
+MAX_STEPS = 100_000  # iterations of an attack or of a defense's inner maximisation
+MAX_RESTARTS = 1_000
+MAX_QUERIES = 1_000_000  # forward passes (or label queries) per input of a black-box attack
+MAX_EOT = 1_000  # gradient samples per step
+MAX_EPOCHS = 10_000
+# Seeds go to torch (which takes [-2^63, 2^64-1]), numpy and the results store (SQLite's signed 64-bit
+# integers): [0, 2^63-1] is what all of them take, and one seed is never an alias of another.
+SEED_MAX = 2**63 - 1
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _NONE = {"none", "null", ""}
@@ -24,7 +35,8 @@ class Option:
     """One option of a plugin.
 
     ``type`` is int, float, bool or str. A default of None means "unset" (the plugin documents
-    what it then does). ``minimum``/``maximum`` bound numbers, ``choices`` bounds strings.
+    what it then does). ``minimum``/``maximum`` bound numbers, ``choices`` bounds strings. An int
+    option named ``seed`` always lies in [0, :data:`SEED_MAX`].
     """
 
     name: str
@@ -48,6 +60,8 @@ class Option:
             raise UsageError(f"{where} must be of type {self.type.__name__}, got {value!r}") from None
         if isinstance(converted, float) and not math.isfinite(converted):
             raise UsageError(f"{where} must be a finite number, got {value!r}")
+        if self.name == "seed" and self.type is int and not 0 <= converted <= SEED_MAX:
+            raise UsageError(f"{where} {seed_range()}, got {value!r}")
         if self.minimum is not None and converted < self.minimum:
             raise UsageError(f"{where} must be >= {self.minimum}, got {value!r}")
         if self.maximum is not None and converted > self.maximum:
@@ -75,6 +89,11 @@ class Option:
                 raise ValueError(value)
             return float(value)
         return self.type(value)
+
+
+def seed_range() -> str:
+    """The range every seed must lie in, as error messages say it."""
+    return f"must lie in [0, {SEED_MAX}] (0 to 2^63-1)"
 
 
 def resolve_options(declared: tuple[Option, ...], given: Mapping[str, Any], owner: str) -> dict[str, Any]:
@@ -124,6 +143,8 @@ class PluginSpec:
             key, sep, value = pair.partition("=")
             if not sep or not key.strip():
                 raise UsageError(f"malformed option {pair!r} in {text!r}; expected key=value")
+            if key.strip() in options:  # else the last one would silently win
+                raise UsageError(f"option {key.strip()!r} given twice in {text!r}; give each option once")
             options[key.strip()] = value.strip()
         return cls(name.strip(), options)
 

@@ -64,7 +64,27 @@ def read_cells(path: Path) -> pd.DataFrame:
         raise UsageError(
             f"{str(path)!r} holds no list of cells; give the JSON sidecar that `rbl run` writes beside its leaderboard"
         )
+    for index, cell in enumerate(cells):
+        problem = _cell_problem(cell)
+        if problem:
+            raise UsageError(f"{str(path)!r}: cell {index} {problem}; give the JSON sidecar that rbl run writes")
     return pd.DataFrame(cells)
+
+
+def _cell_problem(cell: object) -> str | None:
+    """What keeps one sidecar cell from being plotted, or None."""
+    if not isinstance(cell, dict):
+        return "is not an object"
+    missing = [column for column in CELL_COLUMNS if column not in cell]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    for column in ("eps", "accuracy"):
+        value = cell[column]
+        if value is None and column == "accuracy":  # a failed cell: a gap in its line
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return f"has {column} {value!r}, not a number"
+    return None
 
 
 def accuracy_vs_eps(cells: pd.DataFrame, path: Path, title: str | None = None) -> Path:
@@ -121,13 +141,18 @@ def confusion_matrices(
 
 def leaderboard_plot_names(name: str) -> dict[str, str]:
     """The file names of the plots the leaderboard ``name`` links, by kind."""
-    return {"accuracy": f"{name}-accuracy.png"}
+    return {"accuracy": accuracy_file_name(name)}
 
 
 def leaderboard_plots(cells: pd.DataFrame, out_dir: Path, name: str) -> dict[str, Path]:
     """Draw the plots a leaderboard links into ``out_dir``; returns their paths by kind (``{"accuracy": path}``)."""
     path = out_dir / leaderboard_plot_names(name)["accuracy"]
     return {"accuracy": accuracy_vs_eps(cells, path, title=f"{name}: robust accuracy vs ε")}
+
+
+def accuracy_file_name(name: str) -> str:
+    """The file name of the leaderboard ``name``'s accuracy-vs-eps plot."""
+    return f"{name}-accuracy.png"
 
 
 def _accuracy_figure(cells: pd.DataFrame, title: str | None) -> Figure:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from decimal import Decimal
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ from .evaluation import PassCounter, adversarial_predictions, defended, model_un
 from .leaderboard import WORST_CASE
 from .interfaces import Attack, Dataset, DatasetLoader, Defense, ModelBuilder, Normalize, digest
 from .optimizers import canonical_optimizer
-from .options import PluginSpec, split_spec_list
+from .options import MAX_EOT, MAX_EPOCHS, SEED_MAX, PluginSpec, seed_range, split_spec_list
 from .registry import Registry, default_registry
 from .store import ResultsStore
 from .training import LR_SCHEDULES, TrainingConfig, TrainingRecord, batches_per_run, load_or_train, split_validation
@@ -88,8 +89,18 @@ class Cell:
     backward_images: int | None = None  # input gradients the attack took, in images (its gradient evaluations)
 
 
+# The finest eps step a grid may take: values closer than this, or nonzero ones below it, would be
+# printed alike (the leaderboard's columns read eps={eps:g}) or as something they are not.
+EPS_RESOLUTION = 1e-6
+
+
 def parse_eps(eps: str | Iterable[float] | None, default: Sequence[float]) -> list[float]:
-    """The sorted eps grid, always including 0 (the clean column of the R&G score)."""
+    """The sorted eps grid, always including 0 (the clean column of the R&G score).
+
+    Every value prints as what is computed: -0 becomes 0; two values that would share a column
+    (closer than :data:`EPS_RESOLUTION`, or alike under ``{eps:g}``) and nonzero values below the
+    resolution are refused, naming what the user wrote.
+    """
     if eps is None:
         values: list[Any] = list(default)
     elif isinstance(eps, str):
@@ -100,16 +111,41 @@ def parse_eps(eps: str | Iterable[float] | None, default: Sequence[float]) -> li
         values = list(eps)
         if not values:
             raise UsageError("empty epsilon list; give values such as 0,0.1,0.2")
-    grid = []
+    given = {0.0: "0"}  # each distinct value and how the user wrote it
     for value in values:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise UsageError(f"invalid epsilon {value!r}: not a number; give values in [0, 1] such as 0.1") from None
-        if not math.isfinite(number) or not 0.0 <= number <= 1.0:
-            raise UsageError(f"invalid epsilon {value!r}: must lie in [0, 1] (inputs are images in [0, 1])")
-        grid.append(number)
-    return sorted(set(grid) | {0.0})
+        number = _epsilon(value)
+        for other, text in given.items():
+            if other != number and _alike(other, number):
+                raise UsageError(_alike_message(text, str(value), other, number))
+        given.setdefault(number, str(value))
+    return sorted(given)
+
+
+def _epsilon(value: Any) -> float:
+    """One eps value as a float in [0, 1] (0 for -0), or UsageError."""
+    try:
+        number = float(value)
+        exact = Decimal(value.strip()) if isinstance(value, str) else Decimal(number)
+    except (TypeError, ValueError, ArithmeticError):
+        raise UsageError(f"invalid epsilon {value!r}: not a number; give values in [0, 1] such as 0.1") from None
+    if not math.isfinite(number) or not 0.0 <= number <= 1.0:
+        raise UsageError(f"invalid epsilon {value!r}: must lie in [0, 1] (inputs are images in [0, 1])")
+    if exact != 0 and number < EPS_RESOLUTION:  # the text, not the float: 1e-400 reads as 0.0
+        raise UsageError(f"invalid epsilon {value!r}: nonzero but below the eps resolution {EPS_RESOLUTION:g}; "
+                         f"give 0 or a value >= {EPS_RESOLUTION:g}")
+    return 0.0 if number == 0 else number
+
+
+def _alike(a: float, b: float) -> bool:
+    return abs(a - b) < EPS_RESOLUTION or leaderboard.eps_column(a) == leaderboard.eps_column(b)
+
+
+def _alike_message(text_a: str, text_b: str, a: float, b: float) -> str:
+    if leaderboard.eps_column(a) == leaderboard.eps_column(b):
+        problem = f"would share the leaderboard column {leaderboard.eps_column(a)}"
+    else:
+        problem = f"lie closer than the eps resolution {EPS_RESOLUTION:g}"
+    return f"eps values {text_a!r} and {text_b!r} {problem}; give values at least {EPS_RESOLUTION:g} apart"
 
 
 def resolve_target(target: str | int, classes: Sequence[str]) -> int:
@@ -120,8 +156,23 @@ def resolve_target(target: str | int, classes: Sequence[str]) -> int:
         return names.index(text.lower())
     if text.isdigit() and int(text) < len(names):
         return int(text)
-    choices = [f"{index} ({name})" for index, name in enumerate(classes)]
-    raise UsageError(f"unknown target class {text!r}; valid: {', '.join(choices)}")
+    raise UsageError(f"unknown target class {text!r}; valid: {_class_choices(classes)}")
+
+
+def _class_choices(classes: Sequence[str]) -> str:
+    return ", ".join(f"{index} ({name})" for index, name in enumerate(classes))
+
+
+def _check_attack_targets(threat: Attack, data: Dataset) -> None:
+    """Refuse an attack's own target class (or target rank) that the dataset's classes cannot meet."""
+    target, rank = threat.settings.get("target"), threat.settings.get("target_rank")
+    where = f"attack {threat.label!r}"
+    if target is not None and target >= data.num_classes:
+        raise UsageError(f"option 'target' of {where} is class {target}, but dataset {data.name!r} has "
+                         f"{data.num_classes} classes; valid targets: {_class_choices(data.classes)}")
+    if rank is not None and rank >= data.num_classes:
+        raise UsageError(f"option 'target_rank' of {where} is {rank}, but dataset {data.name!r} has "
+                         f"{data.num_classes} classes; valid ranks: 1 to {data.num_classes - 1}")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -284,6 +335,8 @@ def run(
     trainers = {recipe.label: training_recipe(recipe, registry) for recipe in recipes}
     if isinstance(eot, bool) or not isinstance(eot, int) or eot < 1:
         raise UsageError(f"--eot must be a positive number of gradient samples, got {eot!r}")
+    if eot > MAX_EOT:
+        raise UsageError(f"--eot must be at most {MAX_EOT} gradient samples, got {eot}")
     attack_specs = _specs(attacks, "attacks")
     threats: list[Attack] = _unique([registry.create("attacks", s) for s in attack_specs], "attack")
     untargetable = [attack.label for attack in threats if "target" not in attack.settings]
@@ -312,6 +365,8 @@ def run(
     target_index = None if target is None else resolve_target(target, data.classes)
     if target_index is not None:
         threats = [registry.create("attacks", spec, target=target_index) for spec in attack_specs]
+    for threat in threats:  # now that the number of classes is known, before any training
+        _check_attack_targets(threat, data)
     n_test = len(data.x_test)
     if n_examples is not None and n_examples > n_test:
         warnings.warn(f"--n-examples {n_examples} exceeds the {n_test} test points; using all {n_test}", stacklevel=2)
@@ -325,6 +380,8 @@ def run(
         if folder is not None:
             remove_stale_temporaries(folder)
     benchmark = _slug(name or data.name)
+    if out_dir is not None:
+        leaderboard.check_name(out_dir, benchmark)
     metadata_ = _metadata(
         benchmark, command, registry, loader, builders, recipes, threats, data, n_eval, grid, config, torch_device
     )
@@ -601,12 +658,18 @@ def training_config(
     for flag, value in (("--epochs", epochs), ("--batch-size", batch_size)):
         if value is not None and value <= 0:
             raise UsageError(f"{flag} must be positive, got {value}")
+    if epochs is not None and epochs > MAX_EPOCHS:
+        raise UsageError(f"--epochs must be at most {MAX_EPOCHS}, got {epochs}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise UsageError(f"--seed {seed_range()}, got {seed!r}")
     if train_eps is not None and not (math.isfinite(train_eps) and 0.0 <= train_eps <= 1.0):
         raise UsageError(f"--train-eps must lie in [0, 1], got {train_eps}")
     if lr_schedule not in LR_SCHEDULES:
         raise UsageError(f"unknown --lr-schedule {lr_schedule!r}; valid choices: {', '.join(LR_SCHEDULES)}")
     if early_stop is not None and (isinstance(early_stop, bool) or not isinstance(early_stop, int) or early_stop < 1):
         raise UsageError(f"--early-stop must be a positive number of epochs, got {early_stop!r}")
+    if early_stop is not None and early_stop > MAX_EPOCHS:
+        raise UsageError(f"--early-stop must be at most {MAX_EPOCHS} epochs, got {early_stop}")
     return TrainingConfig(
         epochs=epochs or loader.default_epochs,
         batch_size=batch_size,

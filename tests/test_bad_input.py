@@ -5,18 +5,22 @@ all). Then the inputs that are not errors: too large an --n-examples and an unus
 checkpoint warn in one line and the run goes on; a model with NaN logits fails its cells (exit 1).
 """
 
+import io
 import json
+import math
 import os
 import urllib.error
 import urllib.request
 import zipfile
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from robustbench_lite.cli import main
 from robustbench_lite.registry import default_registry
+from robustbench_lite.runner import parse_eps
 
 FAST = ["--dataset", "moons", "--models", "mlp", "--defenses", "none", "--attacks", "fgsm", "--eps", "0,0.1",
         "--epochs", "1", "--n-examples", "8", "--device", "cpu", "--quiet"]
@@ -102,7 +106,33 @@ def files(tmp_path_factory):
     (folder / "regular-file").write_text("not a folder")
     (folder / "not-a-store.db").write_text("plain text, not SQLite " * 100)
     (folder / "read-only").mkdir(mode=0o555)
-    return folder
+    x, y = np.zeros((4, 8, 8), np.uint8), np.array([0, 1, 0, 1])
+    np.savez(folder / "label-1e9.npz", x_train=x, y_train=np.array([0, 1, 0, 10**9]), x_test=x, y_test=y)
+    np.savez(folder / "objects.npz", x_train=np.array([{}] * 4, dtype=object), y_train=y, x_test=x, y_test=y)
+    with zipfile.ZipFile(folder / "not-an-array.npz", "w") as archive:
+        archive.writestr("x_train", b"plain bytes, no .npy header")  # np.load hands such a member back as bytes
+        for key, value in (("y_train", y), ("x_test", x), ("y_test", y)):
+            archive.writestr(f"{key}.npy", npy_bytes(value))
+    with zipfile.ZipFile(folder / "huge-header.npz", "w") as archive:
+        header = io.BytesIO()  # a header claiming 10^12 uint8 elements (931 GiB) over a few bytes of data
+        claim = {"descr": "|u1", "fortran_order": False, "shape": (10**6, 10**3, 10**3)}
+        np.lib.format.write_array_header_1_0(header, claim)
+        archive.writestr("x_train.npy", header.getvalue() + bytes(64))
+        for key, value in (("y_train", y), ("x_test", x), ("y_test", y)):
+            archive.writestr(f"{key}.npy", npy_bytes(value))
+    (folder / "folder.npz").mkdir()
+    os.mkfifo(folder / "fifo.npz")
+    # A writer holding the FIFO open with bytes in it: code that opens it reads them instead of blocking for ever.
+    writer = os.open(folder / "fifo.npz", os.O_RDWR | os.O_NONBLOCK)
+    os.write(writer, bytes(4096))
+    yield folder
+    os.close(writer)
+
+
+def npy_bytes(array):
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
 
 
 def run_fast(tmp_path, capsys, *extra):
@@ -139,6 +169,51 @@ BAD_INPUTS = [
     ("eps just above 1", ["--eps", "1.0001"], "invalid epsilon '1.0001': must lie in [0, 1]"),
     ("eps with a typo", ["--eps", "0.1,0.2x"], "invalid epsilon '0.2x': not a number; give values in [0, 1]"),
     ("eps empty", ["--eps", ""], "empty epsilon list ''; give values such as 0,0.1,0.2"),
+    ("eps printing alike", ["--eps", "0,0.2,0.2000004"],
+     "eps values '0.2' and '0.2000004' would share the leaderboard column eps=0.2"),
+    ("eps closer than the resolution", ["--eps", "0.1234561,0.1234569"],
+     "eps values '0.1234561' and '0.1234569' lie closer than the eps resolution 1e-06"),
+    ("eps below the resolution", ["--eps", "0,3e-7"],
+     "invalid epsilon '3e-7': nonzero but below the eps resolution 1e-06"),
+    ("eps that underflows to 0", ["--eps", "0,1e-400"],
+     "invalid epsilon '1e-400': nonzero but below the eps resolution 1e-06"),
+    ("seed beyond 2^63-1", ["--seed", str(2**64)], f"--seed must lie in [0, {2**63 - 1}] (0 to 2^63-1), got {2**64}"),
+    ("seed negative", ["--seed", "-1"], f"--seed must lie in [0, {2**63 - 1}] (0 to 2^63-1), got -1"),
+    ("dataset seed beyond 2^63-1", ["--dataset", f"moons[seed={2**64}]"],
+     f"option 'seed' of dataset 'moons' must lie in [0, {2**63 - 1}] (0 to 2^63-1), got '{2**64}'"),
+    ("name too long for the file system", ["--name", "b" * 250],
+     "benchmark name 'bbbbbbbbbbbbbbbbbbbb...' (250 characters) is too long: the file system allows file names "
+     "of 255 bytes and the longest file the leaderboard writes (the temporary of <name>-accuracy.png) adds 51; "
+     "give --name of at most 204 characters"),
+    ("attack target beyond the classes", ["--attacks", "pgd[target=5]"],
+     "option 'target' of attack 'pgd[target=5]' is class 5, but dataset 'moons' has 2 classes; valid targets: "
+     "0 (upper), 1 (lower)"),
+    ("attack target rank beyond the classes", ["--attacks", "apgd-dlr[target_rank=2]"],
+     "option 'target_rank' of attack 'apgd-dlr[target_rank=2]' is 2, but dataset 'moons' has 2 classes; "
+     "valid ranks: 1 to 1"),
+    ("duplicate option key", ["--attacks", "pgd[steps=5,steps=6]"],
+     "option 'steps' given twice in 'pgd[steps=5,steps=6]'; give each option once"),
+    ("steps without bound", ["--attacks", "pgd[steps=1000000000]"],
+     "option 'steps' of attack 'pgd' must be <= 100000, got '1000000000'"),
+    ("restarts without bound", ["--attacks", "pgd[restarts=1000000000]"],
+     "option 'restarts' of attack 'pgd' must be <= 1000, got '1000000000'"),
+    ("queries without bound", ["--attacks", "square[queries=1000000000]"],
+     "option 'queries' of attack 'square' must be <= 1000000, got '1000000000'"),
+    ("attack eot without bound", ["--attacks", "pgd[eot=1000000000]"],
+     "option 'eot' of attack 'pgd' must be <= 1000, got '1000000000'"),
+    ("defense steps without bound", ["--defenses", "at-pgd[steps=1000000000]"],
+     "option 'steps' of defense 'at-pgd' must be <= 100000, got '1000000000'"),
+    ("epochs without bound", ["--epochs", "1000000000"], "--epochs must be at most 10000, got 1000000000"),
+    ("eot without bound", ["--eot", "1000000000"], "--eot must be at most 1000 gradient samples, got 1000000000"),
+    ("early stop without bound", ["--early-stop", "1000000000"],
+     "--early-stop must be at most 10000 epochs, got 1000000000"),
+    ("optimizer lr huge", ["--optimizer", "sgd[lr=1e308]"],
+     "option 'lr' of optimizer 'sgd' must be <= 10.0, got '1e308'"),
+    ("optimizer lr zero", ["--optimizer", "adam[lr=0]"], "option 'lr' of optimizer 'adam' must be >= 1e-10, got '0'"),
+    ("optimizer momentum 1", ["--optimizer", "sgd[momentum=1]"],
+     "option 'momentum' of optimizer 'sgd' must be <= 0.999, got '1'"),
+    ("optimizer weight decay huge", ["--optimizer", "adamw[weight_decay=1e9]"],
+     "option 'weight_decay' of optimizer 'adamw' must be <= 1.0, got '1e9'"),
     ("n-examples negative", ["--n-examples", "-5"], "--n-examples must be a positive number of test points, got -5"),
     ("mnist data dir missing", ["--dataset", "mnist", "--data-dir", "{tmp}/nowhere"],
      "MNIST not found in {tmp}/nowhere: put train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
@@ -157,6 +232,19 @@ BAD_INPUTS = [
      "missing key(s) x_train, x_test, y_test (has y_train); expected a numpy .npz with x_train"),
     ("npz member damaged", ["--dataset", "npz[path={files}/damaged.npz]"],
      "npz file {files}/damaged.npz: is not a readable .npz archive (Error -3 while decompressing data"),
+    ("npz member not an array", ["--dataset", "npz[path={files}/not-an-array.npz]"],
+     "npz file {files}/not-an-array.npz: member x_train is not a .npy array"),
+    ("npz member of Python objects", ["--dataset", "npz[path={files}/objects.npz]"],
+     "npz file {files}/objects.npz: x_train holds Python objects (never loaded: unpickling them could run code)"),
+    ("npz header claiming 10^12 elements", ["--dataset", "npz[path={files}/huge-header.npz]"],
+     "npz file {files}/huge-header.npz: x_train claims shape (1000000, 1000, 1000) of uint8, 931.3 GiB, "
+     "beyond the 8 GiB an array may take"),
+    ("npz labels up to 10^9", ["--dataset", "npz[path={files}/label-1e9.npz]"],
+     "npz file {files}/label-1e9.npz: y_train has label 1000000000, beyond the 100000 classes a dataset may have"),
+    ("npz path is a FIFO", ["--dataset", "npz[path={files}/fifo.npz]"],
+     "npz file {files}/fifo.npz: is not a regular file (a directory, FIFO or device)"),
+    ("npz path is a folder", ["--dataset", "npz[path={files}/folder.npz]"],
+     "npz file {files}/folder.npz: is not a regular file (a directory, FIFO or device)"),
     ("model outputs another number of classes", ["--models", "three-logits"],
      "model 'three-logits' outputs shape (3,) but dataset 'moons' has 2 classes"),
     ("image model on feature vectors", ["--models", "cnn"], "model 'cnn' takes images of shape (C, H, W)"),
@@ -308,3 +396,34 @@ def test_nan_logits_fail_the_cells_with_exit_1(tmp_path, capsys):
     assert {cell["error"] for cell in cells} == {
         "clean evaluation failed: NonFiniteOutputError: the model produced NaN or infinite logits"
     }
+
+
+def test_the_eps_grid_prints_what_it_computes_and_rg_is_the_sum_of_the_printed_row(tmp_path, capsys):
+    status, _, err = run_fast(tmp_path, capsys, "--attacks", "fgsm,pgd", "--eps", "-0,0.1,0.0313725,0.10")
+    assert status == 0, err
+    assert sidecar(tmp_path)["eps"] == [0.0, 0.0313725, 0.1]
+    assert math.copysign(1.0, sidecar(tmp_path)["eps"][0]) == 1.0  # -0 became 0
+    table = pd.read_csv(tmp_path / "out" / "moons.csv")
+    columns = [column for column in table.columns if column.startswith("eps=")]
+    assert columns == ["eps=0", "eps=0.0313725", "eps=0.1"]
+    assert len(table) == 3  # fgsm, pgd, worst-case
+    # 8 test points: every accuracy is a multiple of 12.5 %, so the printed (2-decimal) row sums exactly.
+    assert (table[columns].sum(axis=1) == table["R&G"]).all()
+
+
+@pytest.mark.parametrize("given, grid", [
+    ("0,0.1,0.2,0.3,0.4,0.5", [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]),
+    ("0.001", [0.0, 0.001]),
+    ("0.0313725,0.1,0.1", [0.0, 0.0313725, 0.1]),  # an exact repeat is the same column, not an error
+    ([8 / 255, 16 / 255], [0.0, 8 / 255, 16 / 255]),
+    ("-0,1e-6,1", [0.0, 1e-6, 1.0]),
+])
+def test_valid_eps_grids_keep_their_floats(given, grid):
+    parsed = parse_eps(given, ())
+    assert parsed == grid and all(math.copysign(1.0, eps) == 1.0 for eps in parsed)
+
+
+def test_every_dataset_default_grid_is_valid():
+    for info in default_registry().infos("datasets").values():
+        default = info.cls.default_eps
+        assert parse_eps(None, default) == sorted(set(default) | {0.0})

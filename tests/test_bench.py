@@ -37,6 +37,8 @@ def test_rbl_bench_prints_the_table_and_writes_json(capsys, tmp_path):
     (["--models", "cnnx"], "unknown model 'cnnx'"),
     (["--models", "cnn@1x28y"], "malformed model spec"),
     (["--batch-size", "8,zero"], "batch sizes must be positive integers"),
+    (["--models", "cnn@1x99999x99999"], "model 'cnn@1x99999x99999' at batch size 128 takes batches of "
+                                         "1,279,974,400,128 values, beyond the 1,073,741,824 (4 GiB of float32)"),
 ])
 def test_bad_names_are_one_line_with_exit_status_2(capsys, args, message):
     status = main(["bench", *args, "--device", "cpu"])

@@ -47,6 +47,19 @@ def test_spec_syntax_round_trip():
     assert specs[1].options == {"steps": "5", "restarts": "2"}
 
 
+def test_an_option_given_twice_is_refused_naming_it():
+    with pytest.raises(UsageError, match=r"option 'steps' given twice in 'pgd\[steps=5, steps =6\]'"):
+        PluginSpec.parse("pgd[steps=5, steps =6]")
+
+
+@pytest.mark.parametrize("value", [-1, 2**63, "18446744073709551616"])
+def test_an_option_named_seed_lies_in_the_range_every_generator_takes(value):
+    declared = (Option("seed", int, 0, "seed"),)
+    with pytest.raises(UsageError, match=r"must lie in \[0, 9223372036854775807\] \(0 to 2\^63-1\)"):
+        resolve_options(declared, {"seed": value}, "x")
+    assert resolve_options(declared, {"seed": 2**63 - 1}, "x") == {"seed": 2**63 - 1}
+
+
 @pytest.mark.parametrize("text", ["pgd[steps=5", "pgd]", "[steps=1]", "pgd[steps]", ",", ""])
 def test_malformed_specs_are_usage_errors(text):
     with pytest.raises(UsageError):

@@ -216,6 +216,12 @@ def test_cli_plots_the_accuracy_of_a_leaderboard_json(moons_run, capsys, tmp_pat
     (None, "does not exist"),
     ("{not json", "is not valid JSON"),
     (json.dumps({"ranking": []}), "holds no list of cells"),
+    (json.dumps({"cells": [{"model": "mlp", "defense": "none", "attack": "fgsm", "eps": "abc", "accuracy": 50.0}]}),
+     "cell 0 has eps 'abc', not a number"),
+    (json.dumps({"cells": [{"model": "mlp", "defense": "none", "attack": "fgsm", "eps": 0.1, "accuracy": "high"}]}),
+     "cell 0 has accuracy 'high', not a number"),
+    (json.dumps({"cells": [{"model": "mlp", "eps": 0.1}]}), "cell 0 lacks defense, attack, accuracy"),
+    (json.dumps({"cells": [3]}), "cell 0 is not an object"),
 ])
 def test_cli_bad_leaderboard_json_is_one_line_with_status_2(capsys, tmp_path, content, message):
     path = tmp_path / "board.json"

@@ -18,7 +18,7 @@ from torch import nn
 from robustbench_lite.attack_utils import loss_gradient, per_sample, project_linf, subset_streams, uniform_like
 from robustbench_lite.errors import UsageError
 from robustbench_lite.interfaces import Attack
-from robustbench_lite.options import Option
+from robustbench_lite.options import MAX_RESTARTS, MAX_STEPS, Option
 
 from ._common import EOT_OPTION, TARGET_OPTION
 
@@ -88,8 +88,9 @@ class APGD(Attack):
     """
 
     options = (
-        Option("steps", int, 100, "iterations per restart", minimum=1),
-        Option("restarts", int, 1, "runs from new random starts for the samples not yet successful", minimum=1),
+        Option("steps", int, 100, "iterations per restart", minimum=1, maximum=MAX_STEPS),
+        Option("restarts", int, 1, "runs from new random starts for the samples not yet successful", minimum=1,
+               maximum=MAX_RESTARTS),
         Option(
             "rho", float, 0.75,
             "halve the step at a checkpoint when fewer than this fraction of the steps since the last one "

@@ -11,13 +11,13 @@ import torch
 from torch import nn
 
 from robustbench_lite.attack_utils import LossFunction, cross_entropy, loss_gradient, per_sample, project_l2, project_linf
-from robustbench_lite.options import Option
+from robustbench_lite.options import MAX_EOT, Option
 
 # Declared once so that every attack spells, bounds and documents them the same way.
 TARGET_OPTION = Option("target", int, None, "class index to push every input towards (targeted mode)", minimum=0)
 EOT_OPTION = Option(
     "eot", int, 1, "gradient samples averaged per step (expectation over transformation, for random models)",
-    minimum=1,
+    minimum=1, maximum=MAX_EOT,
 )
 REL_STEP_SIZE_OPTION = Option(
     "rel_step_size", float, None, "step size as a fraction of eps (default 2.5/steps, Madry's rule)", minimum=0.0,

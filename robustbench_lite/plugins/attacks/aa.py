@@ -8,7 +8,7 @@ from torch import nn
 from robustbench_lite.attack_utils import subset_streams
 from robustbench_lite.hookspecs import Register, hookimpl
 from robustbench_lite.interfaces import Attack
-from robustbench_lite.options import Option
+from robustbench_lite.options import MAX_QUERIES, MAX_STEPS, Option
 from robustbench_lite.registry import default_registry
 
 from ._common import EOT_OPTION
@@ -40,8 +40,8 @@ class AutoAttack(Attack):
         Option("version", str, "standard", "standard: APGD-CE, APGD-T, C&W-inf, Square; fast: without Square",
                choices=("standard", "fast")),
         Option("top_k", int, 3, "APGD-T runs once per each input's k highest-scoring wrong classes", minimum=1),
-        Option("steps", int, 100, "iterations of every APGD and C&W-inf run", minimum=1),
-        Option("queries", int, 1000, "Square's forward passes per input", minimum=2),
+        Option("steps", int, 100, "iterations of every APGD and C&W-inf run", minimum=1, maximum=MAX_STEPS),
+        Option("queries", int, 1000, "Square's forward passes per input", minimum=2, maximum=MAX_QUERIES),
         EOT_OPTION,
     )
 

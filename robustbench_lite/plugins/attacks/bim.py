@@ -7,7 +7,7 @@ from torch import nn
 
 from robustbench_lite.hookspecs import hookimpl
 from robustbench_lite.interfaces import Attack
-from robustbench_lite.options import Option
+from robustbench_lite.options import MAX_STEPS, Option
 
 from ._common import EOT_OPTION, REL_STEP_SIZE_OPTION, TARGET_OPTION, Goal, signed_gradient_steps, step_size
 
@@ -25,7 +25,7 @@ class BIM(Attack):
     family = "iterative"
     description = "Basic iterative method (I-FGSM): FGSM steps from the clean input, projected (Kurakin et al. 2017)"
     options = (
-        Option("steps", int, 10, "number of gradient steps", minimum=1),
+        Option("steps", int, 10, "number of gradient steps", minimum=1, maximum=MAX_STEPS),
         REL_STEP_SIZE_OPTION,
         TARGET_OPTION,
         EOT_OPTION,

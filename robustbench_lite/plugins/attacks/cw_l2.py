@@ -8,7 +8,7 @@ from torch import nn
 from robustbench_lite.attack_utils import finite, margin_loss
 from robustbench_lite.hookspecs import hookimpl
 from robustbench_lite.interfaces import Attack
-from robustbench_lite.options import Option
+from robustbench_lite.options import MAX_STEPS, Option
 
 from ._common import TARGET_OPTION, Goal, fit_to_l2_budget
 
@@ -37,7 +37,7 @@ class CarliniWagnerL2(Attack):
     options = (
         Option("c", float, 1.0, "weight of the misclassification term against the squared l2 norm", minimum=0.0),
         Option("kappa", float, 0.0, "confidence margin: logit gap beyond which f stops rewarding", minimum=0.0),
-        Option("steps", int, 100, "Adam iterations", minimum=1),
+        Option("steps", int, 100, "Adam iterations", minimum=1, maximum=MAX_STEPS),
         Option("lr", float, 0.1, "Adam learning rate in tanh space (Carlini: 0.01 over 10,000 steps)", minimum=0.0),
         TARGET_OPTION,
     )

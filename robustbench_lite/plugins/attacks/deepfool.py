@@ -8,7 +8,7 @@ from torch import nn
 from robustbench_lite.attack_utils import logits_and_input_jacobian
 from robustbench_lite.hookspecs import hookimpl
 from robustbench_lite.interfaces import Attack
-from robustbench_lite.options import Option
+from robustbench_lite.options import MAX_STEPS, Option
 
 from ._common import Goal, fit_to_l2_budget
 
@@ -32,7 +32,7 @@ class DeepFool(Attack):
     norm = "l2"
     description = "DeepFool l2: steps to the nearest linearised decision boundary, fitted to the eps budget (2016)"
     options = (
-        Option("steps", int, 50, "maximum number of linearisation steps", minimum=1),
+        Option("steps", int, 50, "maximum number of linearisation steps", minimum=1, maximum=MAX_STEPS),
         Option("overshoot", float, 0.02, "relative overshoot past the boundary", minimum=0.0),
     )
 

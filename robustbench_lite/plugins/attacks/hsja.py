@@ -10,7 +10,7 @@ from torch import nn
 from robustbench_lite.attack_utils import per_sample
 from robustbench_lite.hookspecs import Register, hookimpl
 from robustbench_lite.interfaces import Attack
-from robustbench_lite.options import Option
+from robustbench_lite.options import MAX_QUERIES, MAX_STEPS, Option
 
 # The first gradient estimate probes at a tenth of the [0, 1] range, later ones closer to the boundary.
 FIRST_PROBE_RADIUS = 0.1
@@ -54,10 +54,14 @@ class HopSkipJump(Attack):
         "example found if within eps, else the input (Chen et al. 2020)"
     )
     options = (
-        Option("iterations", int, 20, "boundary search / gradient estimate / step rounds", minimum=0),
-        Option("initial_evals", int, 100, "label queries of the first gradient estimate; then x sqrt(iteration)", minimum=1),
-        Option("max_evals", int, 1000, "cap on the label queries of one gradient estimate", minimum=1),
-        Option("init_trials", int, 100, "uniform-noise images tried per input to find a misclassified start", minimum=1),
+        Option("iterations", int, 20, "boundary search / gradient estimate / step rounds", minimum=0,
+               maximum=MAX_STEPS),
+        Option("initial_evals", int, 100, "label queries of the first gradient estimate; then x sqrt(iteration)",
+               minimum=1, maximum=MAX_QUERIES),
+        Option("max_evals", int, 1000, "cap on the label queries of one gradient estimate", minimum=1,
+               maximum=MAX_QUERIES),
+        Option("init_trials", int, 100, "uniform-noise images tried per input to find a misclassified start", minimum=1,
+               maximum=MAX_QUERIES),
     )
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:

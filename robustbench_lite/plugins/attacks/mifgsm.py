@@ -8,7 +8,7 @@ from torch import nn
 from robustbench_lite.attack_utils import loss_gradient, per_sample, project_linf
 from robustbench_lite.hookspecs import hookimpl
 from robustbench_lite.interfaces import Attack
-from robustbench_lite.options import Option
+from robustbench_lite.options import MAX_STEPS, Option
 
 from ._common import EOT_OPTION, REL_STEP_SIZE_OPTION, TARGET_OPTION, Goal, step_size
 
@@ -27,7 +27,7 @@ class MIFGSM(Attack):
     family = "iterative"
     description = "Momentum iterative FGSM: signed steps along an accumulated normalised gradient (Dong et al. 2018)"
     options = (
-        Option("steps", int, 10, "number of gradient steps", minimum=1),
+        Option("steps", int, 10, "number of gradient steps", minimum=1, maximum=MAX_STEPS),
         REL_STEP_SIZE_OPTION,
         Option("decay", float, 1.0, "momentum decay factor mu (0 gives BIM)", minimum=0.0),
         TARGET_OPTION,

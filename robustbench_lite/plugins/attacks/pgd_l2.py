@@ -8,7 +8,7 @@ from torch import nn
 from robustbench_lite.attack_utils import loss_gradient, normal_like, normalize_l2, per_sample, project_l2, uniform_like
 from robustbench_lite.hookspecs import hookimpl
 from robustbench_lite.interfaces import Attack
-from robustbench_lite.options import Option
+from robustbench_lite.options import MAX_RESTARTS, MAX_STEPS, Option
 
 from ._common import EOT_OPTION, REL_STEP_SIZE_OPTION, TARGET_OPTION, Goal, best_of_restarts, step_size
 
@@ -26,10 +26,10 @@ class PGDL2(Attack):
     norm = "l2"
     description = "Projected gradient descent, l2, with random start and restarts (Madry et al. 2018)"
     options = (
-        Option("steps", int, 10, "number of gradient steps", minimum=1),
+        Option("steps", int, 10, "number of gradient steps", minimum=1, maximum=MAX_STEPS),
         REL_STEP_SIZE_OPTION,
         Option("random_start", bool, True, "start from a random point of the l2 eps-ball"),
-        Option("restarts", int, 1, "independent runs; each sample keeps its best", minimum=1),
+        Option("restarts", int, 1, "independent runs; each sample keeps its best", minimum=1, maximum=MAX_RESTARTS),
         TARGET_OPTION,
         EOT_OPTION,
     )

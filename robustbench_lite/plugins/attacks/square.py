@@ -11,7 +11,7 @@ from robustbench_lite.attack_utils import margin_loss, per_sample
 from robustbench_lite.errors import UsageError
 from robustbench_lite.hookspecs import Register, hookimpl
 from robustbench_lite.interfaces import Attack
-from robustbench_lite.options import Option
+from robustbench_lite.options import MAX_QUERIES, Option
 
 # The paper's schedule for a 10,000-query budget: after each of these query counts the squares'
 # area (as a fraction p of the image) halves. Other budgets stretch the schedule to fit.
@@ -40,7 +40,8 @@ class Square(Attack):
     family = "score-based"
     description = "Square Attack, l-inf: score-based black-box random search with the margin loss (Andriushchenko et al. 2020)"
     options = (
-        Option("queries", int, 1000, "forward passes per sample, the clean check included", minimum=SETUP_QUERIES),
+        Option("queries", int, 1000, "forward passes per sample, the clean check included", minimum=SETUP_QUERIES,
+               maximum=MAX_QUERIES),
         Option("p_init", float, 0.8, "initial fraction of the image that a square window covers", minimum=0.0, maximum=1.0),
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import zipfile
 import zlib
 from pathlib import Path
@@ -16,6 +17,8 @@ from robustbench_lite.options import Option
 from ._common import channel_stats, images_to_tensor, labels_to_tensor
 
 NPY_MAGIC = np.lib.format.MAGIC_PREFIX
+MAX_ARRAY_BYTES = 8 * 2**30  # per member; the images then take 4x as float32 tensors
+MAX_CLASSES = 100_000  # labels beyond would build as many class names (and logits)
 REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 EXPECTED = (
     "expected a numpy .npz with x_train, x_test (uint8 images, (N, H, W, C) or grayscale (N, H, W)), "
@@ -29,6 +32,8 @@ def read_arrays(path: Path) -> dict[str, np.ndarray]:
     def fail(problem: str) -> UsageError:
         return UsageError(f"npz file {path}: {problem}; {EXPECTED}")
 
+    if not path.is_file():  # opening a FIFO would block, a device read for ever
+        raise fail("is not a regular file (a directory, FIFO or device)")
     try:
         with open(path, "rb") as file:
             is_npy = file.read(len(NPY_MAGIC)) == NPY_MAGIC
@@ -42,7 +47,12 @@ def read_arrays(path: Path) -> dict[str, np.ndarray]:
             missing = [key for key in REQUIRED if key not in archive.files]
             if missing:
                 raise fail(f"missing key(s) {', '.join(missing)} (has {', '.join(archive.files) or 'none'})")
-            arrays = {key: archive[key] for key in (*REQUIRED, "classes") if key in archive.files}
+            keys = [key for key in (*REQUIRED, "classes") if key in archive.files]
+            for key in keys:  # from the headers, before a byte of data is read
+                problem = member_problem(archive.zip, key)
+                if problem:
+                    raise fail(problem)
+            arrays = {key: archive[key] for key in keys}
     # A damaged member surfaces as a zip, zlib or numpy header error, or as an unknown compression method.
     except (OSError, ValueError, EOFError, NotImplementedError, zipfile.BadZipFile, zlib.error) as error:
         raise fail(f"is not a readable .npz archive ({str(error) or type(error).__name__})") from None
@@ -59,6 +69,8 @@ def read_arrays(path: Path) -> dict[str, np.ndarray]:
             raise fail(f"y_{split} has shape {y.shape}, not ({len(x)},) to match x_{split}")
         if y.min() < 0:
             raise fail(f"y_{split} has negative labels")
+        if y.max() >= MAX_CLASSES:
+            raise fail(f"y_{split} has label {y.max()}, beyond the {MAX_CLASSES} classes a dataset may have")
     train_shape, test_shape = arrays["x_train"].shape[1:], arrays["x_test"].shape[1:]
     if train_shape != test_shape:
         raise fail(f"x_train images are {train_shape} but x_test images are {test_shape}")
@@ -68,6 +80,25 @@ def read_arrays(path: Path) -> dict[str, np.ndarray]:
         if classes.ndim != 1 or top >= len(classes):
             raise fail(f"classes has shape {classes.shape}, but the labels need {top + 1} names")
     return arrays
+
+
+def member_problem(archive: zipfile.ZipFile, key: str) -> str | None:
+    """What makes member ``key`` unloadable, read from its .npy header alone: not an array, objects, or too large."""
+    if key in archive.namelist():  # np.load hands a member without the .npy suffix back as bytes
+        return f"member {key} is not a .npy array"
+    with archive.open(f"{key}.npy") as member:
+        if member.read(len(NPY_MAGIC)) != NPY_MAGIC:
+            return f"member {key}.npy is not a .npy array"
+        version = tuple(member.read(2))
+        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = reader(member)
+    if dtype.hasobject:
+        return f"{key} holds Python objects (never loaded: unpickling them could run code)"
+    size = math.prod(shape) * dtype.itemsize
+    if size > MAX_ARRAY_BYTES:
+        return (f"{key} claims shape {shape} of {dtype}, {size / 2**30:.1f} GiB, beyond the "
+                f"{MAX_ARRAY_BYTES // 2**30} GiB an array may take")
+    return None
 
 
 class Npz(DatasetLoader):

@@ -9,7 +9,7 @@ from torch import nn
 from robustbench_lite.attack_utils import craft
 from robustbench_lite.hookspecs import hookimpl
 from robustbench_lite.interfaces import Defense
-from robustbench_lite.options import Option
+from robustbench_lite.options import MAX_STEPS, Option
 from robustbench_lite.registry import default_registry
 
 
@@ -23,7 +23,8 @@ class APGDAdversarialTraining(Defense):
 
     name = "at-apgd"
     description = "Adversarial training, Madry's min-max with an APGD-CE inner maximisation (no step size to tune)"
-    options = (Option("steps", int, 10, "APGD-CE iterations of the inner maximisation", minimum=1),)
+    options = (Option("steps", int, 10, "APGD-CE iterations of the inner maximisation", minimum=1,
+                      maximum=MAX_STEPS),)
 
     def __init__(self, **options) -> None:
         super().__init__(**options)

@@ -9,7 +9,7 @@ from torch import nn
 from robustbench_lite.attack_utils import craft
 from robustbench_lite.hookspecs import hookimpl
 from robustbench_lite.interfaces import Defense
-from robustbench_lite.options import Option
+from robustbench_lite.options import MAX_STEPS, Option
 from robustbench_lite.registry import default_registry
 
 
@@ -19,7 +19,7 @@ class PGDAdversarialTraining(Defense):
     name = "at-pgd"
     description = "Adversarial training, Madry's min-max with a PGD inner maximisation"
     options = (
-        Option("steps", int, 7, "PGD steps of the inner maximisation", minimum=1),
+        Option("steps", int, 7, "PGD steps of the inner maximisation", minimum=1, maximum=MAX_STEPS),
         Option("rel_step_size", float, None, "PGD step as a fraction of eps (default 2.5/steps)", minimum=0.0),
     )
 

@@ -18,7 +18,7 @@ from torch import nn
 from robustbench_lite.attack_utils import loss_gradient, project_linf
 from robustbench_lite.hookspecs import hookimpl
 from robustbench_lite.interfaces import Defense
-from robustbench_lite.options import Option
+from robustbench_lite.options import MAX_STEPS, Option
 
 START_NOISE = 0.001  # standard deviation of the Gaussian start around x, as in the reference code
 DEFAULT_TRAVEL = 2.5  # default step = DEFAULT_TRAVEL * eps / steps (Madry's rule, as at-pgd)
@@ -44,7 +44,7 @@ class TRADES(Defense):
     description = "TRADES: CE(f(x), y) + beta * KL(f(x) || f(x_adv)), x_adv maximising the KL (Zhang et al. 2019)"
     options = (
         Option("beta", float, 6.0, "weight of the KL (robustness) term; 0 is standard training", minimum=0.0),
-        Option("steps", int, 10, "signed-gradient steps of the inner maximisation", minimum=1),
+        Option("steps", int, 10, "signed-gradient steps of the inner maximisation", minimum=1, maximum=MAX_STEPS),
         Option(
             "rel_step_size", float, None, "step as a fraction of eps (default 2.5/steps: eps/4 for 10 steps)",
             minimum=0.0,
