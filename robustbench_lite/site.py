@@ -232,41 +232,42 @@ def _grid(cells: list[dict[str, Any]], eps_grid: list[float], attacks: list[str]
 
 
 def accuracy_svg(cells: list[dict[str, Any]], eps_grid: list[float], attacks: list[str],
-                 width: int = 220, height: int = 96) -> Markup:
-    """Robust accuracy (%) vs eps of one row as inline SVG: axes, one polyline per attack, a legend.
+                 plot_width: int = 130, height: int = 84) -> Markup:
+    """Robust accuracy (%) vs eps of one row as inline SVG: axes, one polyline per attack, a legend on the right.
 
     A failed cell (accuracy null) breaks its attack's line; the worst case is black and dashed.
     """
-    left, right, top, bottom = 28, 8, 6, 18
-    legend_height = 11 * len(attacks)
+    left, top, bottom = 24, 6, 16
+    right = left + plot_width
     span = max(eps_grid) - min(eps_grid) or 1.0
+    width = right + 30 + 6 * max(len(attack) for attack in attacks)  # room for the longest legend label
+    height = max(height, top + 11 * len(attacks) + 4)
 
     def x(eps: float) -> float:
-        return left + (eps - min(eps_grid)) / span * (width - left - right)
+        return left + (eps - min(eps_grid)) / span * plot_width
 
     def y(accuracy: float) -> float:
         return top + (100 - accuracy) / 100 * (height - top - bottom)
 
     by_key = {(cell["attack"], cell["eps"]): cell["accuracy"] for cell in cells}
-    parts = [f'<line x1="{left}" y1="{y(0):.1f}" x2="{width - right}" y2="{y(0):.1f}" class="axis"/>',
+    parts = [f'<line x1="{left}" y1="{y(0):.1f}" x2="{right}" y2="{y(0):.1f}" class="axis"/>',
              f'<line x1="{left}" y1="{y(0):.1f}" x2="{left}" y2="{top}" class="axis"/>']
     for tick in (0, 50, 100):
         parts.append(f'<text x="{left - 3}" y="{y(tick) + 3:.1f}" text-anchor="end">{tick}</text>')
     for eps, anchor in ((min(eps_grid), "start"), (max(eps_grid), "end")):
-        parts.append(f'<text x="{x(eps):.1f}" y="{height - 5}" text-anchor="{anchor}">ε {eps:g}</text>')
+        parts.append(f'<text x="{x(eps):.1f}" y="{height - 4}" text-anchor="{anchor}">ε {eps:g}</text>')
     for index, attack in enumerate(attacks):
         colour = "#000" if attack == WORST_CASE else PALETTE[index % len(PALETTE)]
         dash = ' stroke-dasharray="4 2"' if attack == WORST_CASE else ""
         for segment in _segments([(eps, by_key.get((attack, eps))) for eps in eps_grid]):
             points = " ".join(f"{x(eps):.1f},{y(accuracy):.1f}" for eps, accuracy in segment)
             parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="1.5"{dash}/>')
-        legend_y = height + 9 + 11 * index
-        parts.append(f'<line x1="{left}" y1="{legend_y - 3}" x2="{left + 14}" y2="{legend_y - 3}" stroke="{colour}" '
-                     f'stroke-width="2"{dash}/><text x="{left + 18}" y="{legend_y}">{_xml(attack)}</text>')
-    return Markup(f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + legend_height + 4}" '
-                  f'viewBox="0 0 {width} {height + legend_height + 4}" role="img" '
-                  f'aria-label="robust accuracy (%) vs eps per attack"><title>robust accuracy (%) vs ε</title>'
-                  f'{"".join(parts)}</svg>')
+        legend_y = top + 8 + 11 * index
+        parts.append(f'<line x1="{right + 8}" y1="{legend_y - 3}" x2="{right + 22}" y2="{legend_y - 3}" '
+                     f'stroke="{colour}" stroke-width="2"{dash}/><text x="{right + 26}" y="{legend_y}">{_xml(attack)}</text>')
+    return Markup(f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+                  f'viewBox="0 0 {width} {height}" role="img" aria-label="robust accuracy (%) vs eps per attack">'
+                  f'<title>robust accuracy (%) vs ε</title>{"".join(parts)}</svg>')
 
 
 def _segments(points: list[tuple[float, float | None]]) -> list[list[tuple[float, float]]]:
