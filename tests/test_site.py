@@ -43,6 +43,11 @@ def test_hostile_labels_are_escaped_everywhere():
     assert page.count("<script>") == 1  # the page's own sorting and filtering script only
 
 
+def test_a_hostile_attack_label_is_escaped_in_the_chart_legend():
+    svg = str(site.accuracy_svg([{"attack": HOSTILE, "eps": 0.0, "accuracy": 50.0}], [0.0, 0.1], [HOSTILE]))
+    assert HOSTILE not in svg and "&lt;script&gt;" in svg
+
+
 def test_every_row_has_an_accuracy_chart_with_a_line_per_attack():
     sidecar = _sidecar("mnist")
     page = site.page(sidecar, linked=True)
