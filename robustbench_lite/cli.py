@@ -1,4 +1,4 @@
-"""The ``rbl`` command line: ``rbl run``, ``rbl leaderboard``, ``rbl list`` and ``rbl bench``.
+"""The ``rbl`` command line: ``rbl run``, ``rbl leaderboard``, ``rbl site``, ``rbl list`` and ``rbl bench``.
 
 Exit status: 0 when everything ran, 1 when some matrix cell failed (the rest still ran and was
 written), 2 for bad input or a full disk, each reported as one line without a traceback.
@@ -24,6 +24,7 @@ from .bench import bench, describe_setting, format_table, write_json
 from .errors import RblError, UsageError
 from .leaderboard import FORMATS, ensure_writable, partial_reason, ranking, refuse_another_run, render, write
 from .options import format_value
+from . import site as sites
 from .registry import KINDS, default_registry
 from .runner import DEVICES, EXECUTORS, cells_frame, run
 from .store import merged_run
@@ -175,7 +176,9 @@ def bench_command(attacks: str, models: str, batch_size: str, device: str, repea
               help="Results store written by 'rbl run'; repeat to merge the shards of one run.")
 @click.option("--name", default=None, help="Benchmark to render. [default: the latest run's]")
 @click.option("--run", "run_id", type=int, default=None, help="Run id within the store. [default: the latest]")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="md", show_default=True, help="What to print.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS + sites.FORMATS), default="md", show_default=True,
+              help="What to print: html is a standalone page, robustbench RobustBench-style model_info JSON, "
+                   "long-csv one row per cell.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Write NAME.csv, NAME.md and NAME.json into this folder instead of printing.")
 @click.option("--allow-partial", is_flag=True,
@@ -191,12 +194,44 @@ def leaderboard_command(
                          "or pass --allow-partial to render it marked as partial")
     frame = cells_frame(records)
     benchmark = metadata["benchmark"]
+    if out is None and fmt in sites.FORMATS:
+        click.echo(sites.render_format(sites.sidecar_of_run(records, metadata), fmt), nl=False)
+        return
     if out is None:
         click.echo(render(frame, metadata, benchmark)[fmt], nl=False)
         return
     ensure_writable(out)
     refuse_another_run(out, benchmark, metadata)
     for path in write(frame, metadata, out, benchmark).values():
+        click.echo(f"wrote {path}")
+
+
+@cli.command("site")
+@click.option("--json", "sidecars", multiple=True, type=click.Path(path_type=Path),
+              help="A leaderboard's JSON sidecar (<out>/<name>.json); repeat for more benchmarks.")
+@click.option("--db", "dbs", multiple=True, type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="Results store of one more benchmark, its latest run; repeat to merge the shards of that run.")
+@click.option("--name", default=None, help="With --db: the benchmark to take from the stores. [default: the latest run's]")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder the site is written into.")
+@click.option("--allow-partial", is_flag=True, help="With --db: include a run that has not finished, marked partial.")
+def site_command(sidecars: tuple[Path, ...], dbs: tuple[Path, ...], name: str | None, out: Path,
+                 allow_partial: bool) -> None:
+    """A static HTML site (index and one page per benchmark) with model_info JSON and long CSV exports."""
+    if not sidecars and not dbs:
+        raise UsageError("no leaderboard given; pass --json FILE (a sidecar, repeatable) or --db PATH")
+    boards = [sites.read_sidecar(path) for path in sidecars]
+    if dbs:
+        records, metadata = merged_run(list(dbs), name, None)
+        partial = partial_reason(metadata)
+        if partial and not allow_partial:
+            raise UsageError(f"the run is partial: {partial}; finish it by running its command again, "
+                             "or pass --allow-partial to render it marked as partial")
+        boards.append(sites.sidecar_of_run(records, metadata))
+    command = shlex.join(["rbl", "site", *[arg for path in sidecars for arg in ("--json", str(path))],
+                          *[arg for path in dbs for arg in ("--db", str(path))],
+                          *(["--name", name] if name else []), *(["--allow-partial"] if allow_partial else []),
+                          "--out", str(out)])
+    for path in sites.write_site(boards, out, command):
         click.echo(f"wrote {path}")
 
 

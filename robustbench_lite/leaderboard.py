@@ -98,6 +98,8 @@ def refuse_another_run(out_dir: Path, name: str, metadata: dict[str, Any]) -> No
 def partial_reason(metadata: dict[str, Any]) -> str | None:
     """Why the leaderboard of ``metadata``'s run is not final, or None when the run finished."""
     pending = metadata.get("partial")
+    if isinstance(pending, str):  # a sidecar read back: the reason as it was written
+        return pending
     if pending:
         return (f"{pending['jobs_finished']} of {pending['jobs']} trained models evaluated; "
                 f"missing: {', '.join(pending['missing'])}")
