@@ -151,10 +151,12 @@ def _per_eps(cells: pd.DataFrame, values: str) -> pd.DataFrame:
 def accuracy_table(cells: pd.DataFrame) -> pd.DataFrame:
     """One row per (model, defense, attack): accuracy (%) at each eps, then the R&G score.
 
-    R&G is missing (NaN) where a cell of the row failed: a partial sum would not be comparable.
+    R&G is missing (NaN) where a cell of the row failed: a partial sum would not be comparable. It sums
+    the accuracies as every format prints them (two decimals), so it always equals the row a reader sees.
     """
     table = _per_eps(cells, "accuracy")
-    table["R&G"] = table.sum(axis=1, skipna=False)
+    printed = table.map(lambda accuracy: float(f"{accuracy:.2f}") if pd.notna(accuracy) else accuracy)
+    table["R&G"] = printed.sum(axis=1, skipna=False)
     failed = cells[cells["status"] != "ok"].groupby(["model", "defense", "attack"], sort=False).size()
     table["failed cells"] = failed.reindex(table.index).fillna(0).astype(int)
     return table.reset_index()

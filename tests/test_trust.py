@@ -256,3 +256,15 @@ def test_bench_and_plots_refuse_what_the_leaderboard_would(tmp_path, hostile, at
         plot.confusion_matrices(workload.model, threat, workload.x, workload.y, 0.1, list("0123456789"),
                                 tmp_path / "confusion.png")
     assert torch.equal(workload.x, x) and not (tmp_path / "examples.png").exists()
+
+
+def test_rg_is_the_sum_of_the_accuracies_as_printed():
+    """On 7 points an accuracy is 100/7 = 14.2857...: three of them print 14.29 each, so the row shown sums to
+    42.87, while the unrounded sum would print 42.86."""
+    cells = pd.DataFrame([dict(model="m", defense="d", attack=attack, eps=eps, accuracy=100 / 7, correct=1, n=7,
+                               seconds=0.0, status="ok", error="", target_success=None, evaluation="standard")
+                          for attack in ("fgsm", WORST_CASE) for eps in (0.0, 0.1, 0.2)])
+    table = accuracy_table(cells)
+    printed = table[["eps=0", "eps=0.1", "eps=0.2"]].map(lambda value: float(f"{value:.2f}"))
+    assert [f"{value:.2f}" for value in table["R&G"]] == [f"{value:.2f}" for value in printed.sum(axis=1)] == [
+        "42.87", "42.87"]
