@@ -238,12 +238,13 @@ def _probe_findings(evaluation: Mapping[str, Any] | None) -> list[Finding | None
     probe = (evaluation or {}).get("model_probe")
     if not probe:
         return []
-    n = probe["n"]
+    # .get: a probe recorded by another version may lack a field; what it lacks is not checked
+    n = probe.get("n", 0)
     zero = probe.get("zero_gradient_points", 0)
-    calls = probe["grad_enabled_calls_in_forward"]
+    calls = probe.get("grad_enabled_calls_in_forward", 0)
     return [
         Finding("probability-outputs", f"on {n} probed points every output lies in [0, 1] and sums to 1")
-        if probe["probability_outputs"] else None,
+        if probe.get("probability_outputs") else None,
         Finding("zero-gradients", f"{zero} of {n} probed points have an input gradient of exactly zero")
         if n and zero >= ZERO_GRADIENT_SHARE * n else None,
         Finding("gradient-in-forward", f"a forward pass made without gradients ran {calls} layer call(s) with "

@@ -268,3 +268,13 @@ def test_rg_is_the_sum_of_the_accuracies_as_printed():
     printed = table[["eps=0", "eps=0.1", "eps=0.2"]].map(lambda value: float(f"{value:.2f}"))
     assert [f"{value:.2f}" for value in table["R&G"]] == [f"{value:.2f}" for value in printed.sum(axis=1)] == [
         "42.87", "42.87"]
+
+
+def test_a_model_probe_from_another_version_is_read_as_far_as_it_goes():
+    from robustbench_lite import sanity
+
+    cells = pd.DataFrame([dict(model="m", defense="d", attack=attack, eps=eps, accuracy=90.0, correct=90, n=100,
+                               seconds=0.0, status="ok", error="", target_success=None, evaluation="standard")
+                          for attack in ("fgsm", WORST_CASE) for eps in (0.0, 0.1)])
+    metadata = {"evaluations": {"m/d": {"model_probe": {"n": 64, "probability_outputs": True}}}}
+    assert [finding.check for finding in sanity.check(cells, metadata)[("m", "d")]] == ["probability-outputs"]
