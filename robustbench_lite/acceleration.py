@@ -57,8 +57,9 @@ class Acceleration:
         if self.compile:
             model = torch.compile(model)
         if self.channels_last or self.precision != "fp32":
-            # in the wrapped model's mode: a new module starts in train mode
-            model = _Accelerated(model, self.channels_last, self.precision == "bf16").train(model.training)
+            accelerated = _Accelerated(model, self.channels_last, self.precision == "bf16")
+            accelerated.training = model.training  # its own flag only (not .train(): every submodule keeps its mode)
+            model = accelerated
         return model
 
 

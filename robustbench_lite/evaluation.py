@@ -73,7 +73,9 @@ def defended(model: nn.Module, defense: Defense, gradient: str = "exact") -> nn.
     """``model`` behind ``defense``'s preprocessing (``model`` itself when the defense has none)."""
     if not defense.preprocesses:
         return model
-    return nn.Sequential(Preprocess(defense, gradient), model)
+    wrapped = nn.Sequential(Preprocess(defense, gradient), model)
+    wrapped.training = model.training  # its own flag only: every submodule keeps its mode
+    return wrapped
 
 
 class _CountBackward(torch.autograd.Function):
@@ -102,9 +104,10 @@ class PassCounter(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        # In the model's mode: a new module starts in train mode, and a wrapped attack that restores the
-        # mode it found (torchattacks does) would otherwise put the model in train mode.
-        self.train(model.training)
+        # The model's mode as its own flag (not .train(), which would set every submodule): a new module
+        # starts in train mode, and a wrapped attack that restores the mode it found (torchattacks does)
+        # would otherwise put the model in train mode.
+        self.training = model.training
         self.forward_images = 0
         self.backward_images = 0
 
@@ -128,46 +131,70 @@ class ModelChangedError(RblError):
 
 
 class _ModelSnapshot:
-    """A private copy of everything about a model that a plugin could change and the core relies on."""
+    """A private copy of everything about a model that a plugin could change and the core relies on:
+    each module's children, parameters, buffers and hooks (by identity), its mode, the ``requires_grad``
+    flags and the values of every tensor."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
-        self.state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-        self.modes = [module.training for module in model.modules()]
+        self.modules = list(model.modules())
+        self.structure = [_structure(module) for module in self.modules]
+        self.modes = [module.training for module in self.modules]
         self.requires_grad = [parameter.requires_grad for parameter in model.parameters()]
-        self.hooks = [_hook_ids(module) for module in model.modules()]
+        self.state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
 
     def changes(self) -> list[str]:
         """What differs from the snapshot, as short descriptions (empty when nothing does)."""
         current = self.model.state_dict()
-        changed = [name for name, saved in self.state.items()
-                   if name not in current or current[name].shape != saved.shape or not torch.equal(current[name], saved)]
-        changed += [f"new entry {name}" for name in current.keys() - self.state.keys()]
-        if [module.training for module in self.model.modules()] != self.modes:
+        changed = [name for name, saved in self.state.items() if name not in current or not _same(current[name], saved)]
+        if [id(m) for m in self.model.modules()] != [id(m) for m in self.modules] or [
+                _identities(_structure(module)) for module in self.modules] != [_identities(s) for s in self.structure]:
+            changed.append("its modules, parameters, buffers or hooks")
+        if [module.training for module in self.modules] != self.modes:
             changed.append("train/eval mode")
         if [parameter.requires_grad for parameter in self.model.parameters()] != self.requires_grad:
             changed.append("requires_grad flags")
-        if [_hook_ids(module) for module in self.model.modules()] != self.hooks:
-            changed.append("hooks")
         return changed
 
     def restore(self) -> None:
-        self.model.load_state_dict(self.state)
-        for module, training, hooks in zip(self.model.modules(), self.modes, self.hooks):
-            module.training = training
-            for attribute, kept in zip(_HOOK_DICTS, hooks):
+        """Undo every change: first what the modules hold, then their modes, flags and values."""
+        for module, (children, parameters, buffers, hooks) in zip(self.modules, self.structure):
+            for attribute, saved in (("_modules", children), ("_parameters", parameters), ("_buffers", buffers),
+                                     *zip(_HOOK_DICTS, hooks)):
                 registered = getattr(module, attribute)
-                for key in [key for key in registered if key not in kept]:
-                    del registered[key]
+                registered.clear()
+                registered.update(saved)
+        for module, training in zip(self.modules, self.modes):
+            module.training = training
         for parameter, flag in zip(self.model.parameters(), self.requires_grad):
             parameter.requires_grad_(flag)
+        with torch.no_grad():
+            for name, tensor in self.model.state_dict(keep_vars=True).items():
+                tensor.copy_(self.state[name])
 
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
 
 
-def _hook_ids(module: nn.Module) -> tuple[tuple[int, ...], ...]:
-    return tuple(tuple(getattr(module, attribute, {})) for attribute in _HOOK_DICTS)
+def _structure(module: nn.Module) -> tuple[dict[str, Any], ...]:
+    """What ``module`` holds, as shallow copies of its registries (the objects themselves, not copies of them)."""
+    return (dict(module._modules), dict(module._parameters), dict(module._buffers),
+            tuple(dict(getattr(module, attribute, {})) for attribute in _HOOK_DICTS))
+
+
+def _identities(structure: tuple[Any, ...]) -> list[Any]:
+    """``structure`` by object identity: a tensor's ``==`` compares values, not which tensor it is."""
+    *registries, hooks = structure
+    return [{key: id(value) for key, value in registry.items()} for registry in (*registries, *hooks)]
+
+
+def _same(current: torch.Tensor, saved: torch.Tensor) -> bool:
+    """Equal shape, dtype and values; NaN equals NaN (an uninitialised buffer is not a change)."""
+    if current.shape != saved.shape or current.dtype != saved.dtype:
+        return False
+    if torch.equal(current, saved):
+        return True
+    return current.is_floating_point() and torch.allclose(current, saved, rtol=0, atol=0, equal_nan=True)
 
 
 @contextlib.contextmanager

@@ -278,3 +278,34 @@ def test_a_model_probe_from_another_version_is_read_as_far_as_it_goes():
                           for attack in ("fgsm", WORST_CASE) for eps in (0.0, 0.1)])
     metadata = {"evaluations": {"m/d": {"model_probe": {"n": 64, "probability_outputs": True}}}}
     assert [finding.check for finding in sanity.check(cells, metadata)[("m", "d")]] == ["probability-outputs"]
+
+
+def test_the_model_check_keeps_every_submodules_mode_and_undoes_structural_changes():
+    from robustbench_lite.evaluation import PassCounter, defended
+    from robustbench_lite.registry import default_registry
+
+    class McDropout(torch.nn.Module):  # a randomized model: its dropout stays on at test time
+        def __init__(self):
+            super().__init__()
+            self.linear, self.dropout = torch.nn.Linear(4, 2), torch.nn.Dropout(0.5)
+            self.register_buffer("unused", torch.full((2,), float("nan")))  # NaN is not a change
+
+        def forward(self, x):
+            return self.dropout(self.linear(x))
+
+    model = McDropout().eval()
+    model.dropout.train()
+    wrapped = defended(model, default_registry().create("defenses", "bit-depth"))
+    with model_unchanged(wrapped):
+        PassCounter(wrapped)(torch.rand(3, 4))
+    assert [module.training for module in model.modules()] == [False, False, True]
+
+    plain = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.ReLU()).eval()
+    x = torch.rand(3, 4)
+    expected = plain(x)
+    with pytest.raises(ModelChangedError):
+        with model_unchanged(plain):
+            plain[1] = torch.nn.Sigmoid().eval()  # a swapped layer, same mode, no parameters
+            plain.add_module("extra", torch.nn.Linear(2, 2))
+            plain[0].register_forward_hook(lambda module, args, out: out * 0)
+    assert torch.equal(plain(x), expected) and len(plain) == 2 and not plain[0]._forward_hooks
