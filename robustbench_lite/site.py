@@ -54,7 +54,17 @@ def read_sidecar(path: Path) -> dict[str, Any]:
     if not isinstance(sidecar, dict) or not all(isinstance(sidecar.get(key), list) for key in ("ranking", "cells")):
         raise UsageError(f"{str(path)!r} is not a leaderboard's JSON sidecar (no 'ranking' and 'cells' lists); "
                          "give the <name>.json that `rbl run` writes")
-    return sidecar
+    return _rederived(sidecar)
+
+
+def _rederived(sidecar: dict[str, Any]) -> dict[str, Any]:
+    """The sidecar rendered anew from its cells and run metadata: its ranks, flags and partial mark are those
+    of this version's checks, never trusted from the file (an older version ranked worst cases that missed a
+    failed attack). A cell that did not succeed keeps no number."""
+    cells = [{**cell, "accuracy": cell.get("accuracy") if cell.get("status") == "ok" else None}
+             for cell in sidecar["cells"]]
+    metadata = {key: value for key, value in sidecar.items() if key not in SIDECAR_SECTIONS}
+    return sidecar_of_run(cells, metadata)
 
 
 def slug(name: str) -> str:

@@ -216,3 +216,22 @@ def test_site_and_exports_from_a_results_store_match_the_run_s_sidecar(tmp_path,
     for fmt in site.FORMATS:
         assert main(["leaderboard", "--db", db, "--format", fmt]) == 0
         assert capsys.readouterr().out == site.render_format(expected, fmt)
+
+
+def test_an_older_sidecar_s_ranks_are_not_trusted(tmp_path):
+    """An older version kept a number for a worst case that missed a failed attack, and ranked it: the site
+    derives ranks and flags from the cells with this version's checks, and shows no number for such a cell."""
+    old = json.loads((LEADERBOARDS / "mnist-jpeg.json").read_text())
+    for cell in old["cells"]:
+        if (cell["model"], cell["defense"], cell["eps"]) == ("cnn", "none", 0.3):  # the eps model_info reports
+            if cell["attack"] == "fgsm":
+                cell.update(status="failed", accuracy=None, correct=None, error="RuntimeError: boom")
+            elif cell["attack"] == "worst-case":
+                cell.update(status="incomplete", error="computed without the failed attacks: fgsm")
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    sidecar = site.read_sidecar(path)
+    row = next(row for row in sidecar["ranking"] if row["defense"] == "none")
+    assert row["rank"] is None and "failed-cells" in row["flags"]
+    info = site.model_info(sidecar)["cnn/none"]
+    assert info["unreliable"] and info["worst_case_acc"] is None
