@@ -67,10 +67,11 @@ IDENTITY_FIELDS = ("eps", "seed", "training_config", "target", "shard", "eot", "
 
 
 def run_identity(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The settings of the run that ``metadata`` describes which decide its leaderboard (plugin versions aside)."""
+    """The settings of the run that ``metadata`` describes which decide its leaderboard (plugin versions aside),
+    the device type included: CPU and CUDA numbers differ."""
     plugins = {kind: sorted(labels) for kind, labels in metadata.get("plugins", {}).items()}
     data = metadata.get("dataset", {})
-    return {"plugins": plugins, "test_points": data.get("n_examples"),
+    return {"plugins": plugins, "test_points": data.get("n_examples"), "device": metadata.get("device", {}).get("type"),
             **{field: metadata.get(field) for field in IDENTITY_FIELDS}}
 
 
@@ -103,6 +104,14 @@ def partial_reason(metadata: dict[str, Any]) -> str | None:
     if pending:
         return (f"{pending['jobs_finished']} of {pending['jobs']} trained models evaluated; "
                 f"missing: {', '.join(pending['missing'])}")
+    shard = metadata.get("shard")
+    if shard:
+        return (f"shard {shard['index']} of {shard['count']}, which holds only its share of the trained models; "
+                "merge the shards' stores with rbl leaderboard --db A --db B ...")
+    merged = metadata.get("shards_merged")
+    if merged and merged["indices"] != list(range(1, merged["count"] + 1)):
+        missing = sorted(set(range(1, merged["count"] + 1)) - set(merged["indices"]))
+        return f"merged without shard(s) {', '.join(map(str, missing))} of {merged['count']}"
     stores = metadata.get("merged_from") or ([metadata["store"]] if "store" in metadata else [])
     unfinished = [str(store.get("run")) for store in stores if "finished" in store and not store["finished"]]
     if unfinished:

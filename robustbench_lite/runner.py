@@ -27,7 +27,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 from importlib import metadata
@@ -715,11 +715,8 @@ def _train_with_progress(
     cache: Path | None,
     bars: Progress,
 ) -> tuple[nn.Module, TrainingRecord]:
-    """A model for (builder, recipe) on ``data``: cached weights when they exist, else trained now.
-
-    Training gets copies of the dataset's tensors: a defense that edits them in place (its ``prepare``
-    sees the whole dataset) cannot change what later jobs train and evaluate on."""
-    data = replace(data, **{name: getattr(data, name).clone() for name in ("x_train", "y_train", "x_test", "y_test")})
+    """A model for (builder, recipe) on ``data``: cached weights when they exist, else trained now (on copies
+    of the dataset's tensors, see :func:`~robustbench_lite.training.load_or_train`)."""
     model = build_model(builder, data, config.seed).to(device)
     task = bars.add_task(f"train {builder.label}/{recipe.label}", total=batches_per_run(data, config))
     try:
@@ -1027,7 +1024,9 @@ def _degeneracy_probes(row: _Row, clean: torch.Tensor, settings: _EvaluationSett
     torch.manual_seed(settings.config.seed)  # a random model's probe, too, repeats
     try:
         with model_unchanged(row.model, "the model probe"):
-            found["model_probe"] = probes.model_probe(row.model, settings.x, settings.y, row.gradient)
+            # no larger a batch than the run's: a batch size lowered to fit a device must hold here too
+            points = min(probes.PROBE_POINTS, settings.batch_size)
+            found["model_probe"] = probes.model_probe(row.model, settings.x[:points], settings.y[:points], row.gradient)
     except Exception as error:  # the cells are scored all the same; the sidecar says why this probe is missing
         found["model_probe_error"] = f"{type(error).__name__}: {error}"
     return found

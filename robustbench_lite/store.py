@@ -328,6 +328,7 @@ def merged_run(
     if len(stores) == 1:
         return cells, metadata
     sources = [metadata.pop("store")]
+    shards = [metadata.get("shard")]
     seen = {_cell_identity(cell) for cell in cells}
     for store in stores[1:]:
         more_cells, more = store.load_run(None, metadata["benchmark"])
@@ -336,6 +337,7 @@ def merged_run(
                 raise UsageError(f"cannot merge {str(store.path)!r}: its run has another {field} than "
                                  f"{str(stores[0].path)!r}'s")
         sources.append(more.pop("store"))
+        shards.append(more.get("shard"))
         for section in ("training", "evaluations"):
             metadata.setdefault(section, {}).update(more.get(section, {}))
         for cell in more_cells:
@@ -343,6 +345,9 @@ def merged_run(
                 seen.add(_cell_identity(cell))
                 cells.append(cell)
     metadata.pop("shard", None)
+    if any(shards):  # which shards of how many are here, so that a merge missing one is marked partial
+        metadata["shards_merged"] = {"count": max(shard["count"] for shard in shards if shard),
+                                     "indices": sorted({shard["index"] for shard in shards if shard})}
     metadata["merged_from"] = sources
     return cells, metadata
 

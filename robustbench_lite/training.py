@@ -227,6 +227,9 @@ def load_or_train(
             advance(batches_per_run(data, config))
             return record
     start = time.perf_counter()
+    # Copies of the dataset's tensors: a defense that edits them in place (its prepare() sees them all)
+    # cannot change what later jobs train and evaluate on. Made only here, when training happens.
+    data = replace(data, **{name: getattr(data, name).clone() for name in ("x_train", "y_train", "x_test", "y_test")})
     train_part, validation = split_validation(data, config)  # the validation points are never trained on
     defense.prepare(
         TrainingContext(

@@ -18,7 +18,7 @@ import torch
 from robustbench_lite import run
 from robustbench_lite.cli import main
 from robustbench_lite.errors import UsageError
-from robustbench_lite.leaderboard import wilson_interval
+from robustbench_lite.leaderboard import ranking, wilson_interval
 from robustbench_lite.store import ResultsStore, key_digest, merged_run
 
 TINY = dict(dataset="synthetic[n_train=256,n_test=48]", models="cnn", defenses="none,at-fgsm", attacks="fgsm,pgd",
@@ -114,6 +114,12 @@ def test_shards_merge_into_the_unsharded_leaderboard(tmp_path, capsys):
     assert (tmp_path / "merged" / "tiny.csv").read_text() == (tmp_path / "whole" / "tiny.csv").read_text()
     merged_cells, metadata = merged_run([tmp_path / "shard1.db", tmp_path / "shard2.db"])
     assert len(merged_cells) == len(whole) and len(metadata["merged_from"]) == 2
+    # one shard alone, or a merge missing one, is partial: flagged, and refused without --allow-partial
+    assert "partial-run" in ranking(shards[0])["flags"].iloc[0]
+    assert main(["leaderboard", "--db", str(tmp_path / "shard1.db")]) == 2
+    assert "shard 1 of 2, which holds only its share of the trained models" in capsys.readouterr().err
+    assert main(["leaderboard", "--db", str(tmp_path / "shard1.db"), "--db", str(tmp_path / "shard1.db")]) == 2
+    assert "merged without shard(s) 2 of 2" in capsys.readouterr().err
     with pytest.raises(UsageError, match="invalid shard"):
         run(**settings, shard="3/2")
     with pytest.raises(UsageError, match="--shard 4/4 gets no work: this run has only 3 trained model"):
