@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .attack_utils import in_mode_of
 from .errors import UsageError
 
 PRECISIONS = ("fp32", "bf16")
@@ -57,9 +58,7 @@ class Acceleration:
         if self.compile:
             model = torch.compile(model)
         if self.channels_last or self.precision != "fp32":
-            accelerated = _Accelerated(model, self.channels_last, self.precision == "bf16")
-            accelerated.training = model.training  # its own flag only (not .train(): every submodule keeps its mode)
-            model = accelerated
+            model = in_mode_of(_Accelerated(model, self.channels_last, self.precision == "bf16"), model)
         return model
 
 

@@ -234,6 +234,17 @@ def check_bounds(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) ->
         raise AttackBoundsError(f"attack left the {norm} ball: perturbation {largest:.6g} > eps {eps:.6g}")
 
 
+def in_mode_of(wrapper: nn.Module, model: nn.Module) -> nn.Module:
+    """``wrapper`` (a new module around ``model``) in ``model``'s train/eval mode, returned.
+
+    A new module starts in train mode; ``wrapper.train(...)`` would set every submodule's mode, so only the
+    wrapper's own flag is set and each submodule of ``model`` keeps its own (a dropout kept on at test time,
+    say). Attacks that restore the mode they found (torchattacks does) then restore the model's.
+    """
+    wrapper.training = model.training
+    return wrapper
+
+
 @contextlib.contextmanager
 def frozen(model: nn.Module) -> Iterator[None]:
     """Eval mode and no parameter gradients inside the block; mode and ``requires_grad`` flags restored after.

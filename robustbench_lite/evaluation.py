@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .attack_utils import check_bounds, sample_streams
+from .attack_utils import check_bounds, in_mode_of, sample_streams
 from .errors import RblError
 from .interfaces import Attack, Defense
 
@@ -73,9 +73,7 @@ def defended(model: nn.Module, defense: Defense, gradient: str = "exact") -> nn.
     """``model`` behind ``defense``'s preprocessing (``model`` itself when the defense has none)."""
     if not defense.preprocesses:
         return model
-    wrapped = nn.Sequential(Preprocess(defense, gradient), model)
-    wrapped.training = model.training  # its own flag only: every submodule keeps its mode
-    return wrapped
+    return in_mode_of(nn.Sequential(Preprocess(defense, gradient), model), model)
 
 
 class _CountBackward(torch.autograd.Function):
@@ -104,10 +102,7 @@ class PassCounter(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        # The model's mode as its own flag (not .train(), which would set every submodule): a new module
-        # starts in train mode, and a wrapped attack that restores the mode it found (torchattacks does)
-        # would otherwise put the model in train mode.
-        self.training = model.training
+        in_mode_of(self, model)
         self.forward_images = 0
         self.backward_images = 0
 
