@@ -23,7 +23,9 @@ from .acceleration import PRECISIONS, Acceleration
 from .bench import bench, describe_setting, format_table, write_json
 from .errors import RblError, UsageError
 from .leaderboard import FORMATS, ensure_writable, partial_reason, ranking, refuse_another_run, render, write
+from .interfaces import DatasetLoader
 from .options import format_value
+from .plan import choose_dataset
 from . import site as sites
 from .registry import KINDS, default_registry
 from .runner import DEVICES, EXECUTORS, cells_frame, run
@@ -68,7 +70,9 @@ def cli() -> None:
 @click.option("--defenses", default="none,at-fgsm,at-pgd", show_default=True, help="Comma-separated defense specs.")
 @click.option("--attacks", default="fgsm,pgd", show_default=True, help="Comma-separated attack specs, e.g. 'fgsm,pgd[steps=20]'.")
 @click.option("--eps", default=None, help="Comma-separated eps grid in [0, 1]; 0 is always added. [default: the dataset's grid]")
-@click.option("--dataset", default="moons", show_default=True, help="Dataset spec, e.g. mnist or 'npz[path=FILE]'.")
+@click.option("--dataset", default=None,
+              help="Dataset spec, e.g. mnist or 'npz[path=FILE]'. [default: the one the models are meant for "
+                   "(vgg19, resnet18, wrn-28-10, lenet: cifar10; cnn: mnist; mlp: moons), else moons]")
 @click.option("--n-examples", type=int, default=None, help="Evaluate on the first N test points. [default: all]")
 @click.option("--epochs", type=int, default=None, help="Training epochs. [default: the dataset's]")
 @click.option("--batch-size", type=int, default=128, show_default=True, help="Batch size for training and attacks.")
@@ -259,15 +263,25 @@ def plot_accuracy_command(leaderboard_json: Path, out: Path | None) -> None:
     click.echo(f"wrote {plotting.accuracy_vs_eps(cells, path, title=f'{leaderboard_json.stem}: robust accuracy vs ε')}")
 
 
+# One model, defense and attack: spelled as `rbl run` spells its lists, the singular kept as an alias.
+ONE_PLUGIN_OPTIONS = (
+    click.option("--models", "--model", "model", default="cnn", show_default=True, metavar="SPEC",
+                 help="One model spec, e.g. lenet."),
+    click.option("--defenses", "--defense", "defense", default="none", show_default=True, metavar="SPEC",
+                 help="One defense the model is trained with."),
+    click.option("--attacks", "--attack", "attack", default="pgd", show_default=True, metavar="SPEC",
+                 help="One attack spec, e.g. 'pgd[steps=20]'."),
+)
+
+
 def _attacked_model_options(command):
     """The options of `rbl plot examples` and `rbl plot confusion`: the model as `rbl run` trains it (same cache)."""
     options = [
-        click.option("--dataset", default="mnist", show_default=True, help="Dataset spec (images), e.g. 'npz[path=FILE]'."),
+        click.option("--dataset", default=None,
+                     help="Dataset spec (images), e.g. 'npz[path=FILE]'. [default: the one the model is meant for]"),
         click.option("--data-dir", type=click.Path(path_type=Path), default=Path("data"), show_default=True,
                      help="Where torchvision datasets live (downloaded there when online)."),
-        click.option("--model", default="cnn", show_default=True, help="Model spec, e.g. lenet."),
-        click.option("--defense", default="none", show_default=True, help="Defense the model is trained with."),
-        click.option("--attack", default="pgd", show_default=True, help="Attack spec, e.g. 'pgd[steps=20]'."),
+        *ONE_PLUGIN_OPTIONS,
         click.option("--epochs", type=int, default=None, help="Training epochs. [default: the dataset's]"),
         click.option("--batch-size", type=int, default=128, show_default=True, help="Batch size for training and attacks."),
         click.option("--train-eps", type=float, default=None,
@@ -289,6 +303,12 @@ def _attacked_model_options(command):
     return command
 
 
+def _dataset_loader(dataset: str | None, model: str) -> DatasetLoader:
+    """The dataset a one-model command uses: ``dataset``, else the model's own (the rule of `rbl run`)."""
+    registry = default_registry()
+    return registry.create("datasets", choose_dataset(dataset, [registry.create("models", model)]).spec)
+
+
 def _attacked_model(plot: str, n: int, *, dataset: str, data_dir: Path, model: str, defense: str, attack: str,
                     epochs: int | None, batch_size: int, train_eps: float | None, lr_schedule: str,
                     early_stop: int | None, optimizer: str | None, seed: int, device: str,
@@ -303,7 +323,7 @@ def _attacked_model(plot: str, n: int, *, dataset: str, data_dir: Path, model: s
     threat = registry.create("attacks", attack)
     stem = "-".join(_slug(part) for part in (plot, registry.create("models", model).label,
                                             registry.create("defenses", defense).label,
-                                            registry.create("datasets", dataset).name, threat.label))
+                                            _dataset_loader(dataset, model).name, threat.label))
     path = out or Path("leaderboards") / f"{stem}.png"
     plotting.check_output(path)  # before any training or attack
     network, data = trained_model(
@@ -326,7 +346,7 @@ def plot_examples_command(eps: str | None, n: int, **options) -> None:
     from . import plot as plotting
     from .runner import parse_eps
 
-    budgets = parse_eps(eps, default_registry().create("datasets", options["dataset"]).default_eps)[1:]
+    budgets = parse_eps(eps, _dataset_loader(options["dataset"], options["model"]).default_eps)[1:]
     if not budgets:
         raise UsageError("--eps needs a value > 0; the clean column already shows eps = 0")
     path, network, threat, x, y, classes = _attacked_model("examples", n, **options)
@@ -342,7 +362,7 @@ def plot_confusion_command(eps: float | None, n_examples: int, **options) -> Non
     """Confusion matrices of the clean and the attacked predictions, side by side."""
     from . import plot as plotting
 
-    budget = default_registry().create("datasets", options["dataset"]).default_train_eps if eps is None else eps
+    budget = _dataset_loader(options["dataset"], options["model"]).default_train_eps if eps is None else eps
     if not 0.0 < budget <= 1.0:
         raise UsageError(f"--eps must lie in (0, 1] (inputs are images in [0, 1]), got {budget}")
     path, network, threat, x, y, classes = _attacked_model("confusion", n_examples, **options)

@@ -136,6 +136,9 @@ class ModelBuilder(Plugin, abc.ABC):
     """Builds a fresh, randomly initialised network for a dataset's input shape and classes."""
 
     kind: ClassVar[str] = "model"
+    # The dataset spec this architecture is meant for (e.g. "cifar10"): `rbl` commands use it when no
+    # --dataset is given. None: any dataset whose shapes it takes.
+    dataset: ClassVar[str | None] = None
 
     @abc.abstractmethod
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:

@@ -49,6 +49,7 @@ from .leaderboard import WORST_CASE
 from .interfaces import Attack, Dataset, DatasetLoader, Defense, ModelBuilder, Normalize, digest
 from .optimizers import canonical_optimizer
 from .options import MAX_EOT, MAX_EPOCHS, SEED_MAX, PluginSpec, seed_range, split_spec_list
+from .plan import DatasetChoice, choose_dataset, shape_hint
 from .registry import Registry, default_registry
 from .store import ResultsStore
 from .training import LR_SCHEDULES, TrainingConfig, TrainingRecord, batches_per_run, load_or_train, split_validation
@@ -211,6 +212,14 @@ def build_model(builder: ModelBuilder, data: Dataset, seed: int) -> nn.Module:
     return nn.Sequential(OrderedDict(normalize=Normalize(data.mean, data.std, data.input_shape), net=network))
 
 
+def _model_for(builder: ModelBuilder, data: Dataset, seed: int, choice: DatasetChoice) -> nn.Module:
+    """:func:`build_model`, its shape errors naming the dataset in use and how to change it."""
+    try:
+        return build_model(builder, data, seed)
+    except UsageError as error:
+        raise shape_hint(error, builder, choice, data.name) from None
+
+
 def _check_output_size(model: nn.Module, builder: ModelBuilder, data: Dataset) -> None:
     with torch.no_grad():
         outputs = model(data.x_test[:2])
@@ -275,7 +284,7 @@ def run(
     defenses: str | Iterable[str] = "none,at-fgsm,at-pgd",
     attacks: str | Iterable[str] = "fgsm,pgd",
     eps: str | Iterable[float] | None = None,
-    dataset: str = "moons",
+    dataset: str | None = None,
     n_examples: int | None = None,
     epochs: int | None = None,
     batch_size: int = 128,
@@ -329,8 +338,9 @@ def run(
     """
     started = time.perf_counter()
     registry = registry or default_registry()
-    loader: DatasetLoader = registry.create("datasets", dataset)
     builders: list[ModelBuilder] = _unique([registry.create("models", s) for s in _specs(models, "models")], "model")
+    choice = choose_dataset(dataset, builders)
+    loader: DatasetLoader = registry.create("datasets", choice.spec)
     recipes: list[Defense] = _unique([registry.create("defenses", s) for s in _specs(defenses, "defenses")], "defense")
     trainers = {recipe.label: training_recipe(recipe, registry) for recipe in recipes}
     if isinstance(eot, bool) or not isinstance(eot, int) or eot < 1:
@@ -372,7 +382,7 @@ def run(
         warnings.warn(f"--n-examples {n_examples} exceeds the {n_test} test points; using all {n_test}", stacklevel=2)
     n_eval = min(n_examples or n_test, n_test)
     for builder in builders:  # refuse shape mismatches before anything is trained
-        _check_output_size(build_model(builder, data, seed), builder, data)
+        _check_output_size(_model_for(builder, data, seed, choice), builder, data)
     for recipe in recipes:
         _check_preprocessing(recipe, data)
     cache = _cache(cache_dir, use_cache)
@@ -734,7 +744,7 @@ def trained_model(
     *,
     model: str = "cnn",
     defense: str = "none",
-    dataset: str = "mnist",
+    dataset: str | None = None,
     epochs: int | None = None,
     batch_size: int = 128,
     train_eps: float | None = None,
@@ -756,15 +766,16 @@ def trained_model(
     ``lr_schedule``, ``early_stop`` and ``optimizer`` as in :func:`run`.
     """
     registry = registry or default_registry()
-    loader: DatasetLoader = registry.create("datasets", dataset)
     builder: ModelBuilder = registry.create("models", model)
+    choice = choose_dataset(dataset, [builder])
+    loader: DatasetLoader = registry.create("datasets", choice.spec)
     recipe: Defense = registry.create("defenses", defense)
     trainer = training_recipe(recipe, registry)
     config = training_config(loader, epochs, batch_size, train_eps, seed, lr_schedule, early_stop, optimizer)
     torch_device = resolve_device(device)
     data = loader.load(Path(data_dir))
     _check_validation_split(data, config)
-    _check_output_size(build_model(builder, data, seed), builder, data)
+    _check_output_size(_model_for(builder, data, seed, choice), builder, data)
     _check_preprocessing(recipe, data)
     with _progress(progress) as bars:
         network, _ = _train_with_progress(builder, trainer, data, config, torch_device, _cache(cache_dir, use_cache), bars)

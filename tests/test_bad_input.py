@@ -247,7 +247,9 @@ BAD_INPUTS = [
      "npz file {files}/folder.npz: is not a regular file (a directory, FIFO or device)"),
     ("model outputs another number of classes", ["--models", "three-logits"],
      "model 'three-logits' outputs shape (3,) but dataset 'moons' has 2 classes"),
-    ("image model on feature vectors", ["--models", "cnn"], "model 'cnn' takes images of shape (C, H, W)"),
+    ("image model on feature vectors", ["--models", "cnn"],
+     "model 'cnn' takes images of shape (C, H, W) with H, W >= 20, but the dataset's inputs have shape (2,); "
+     "that is dataset 'moons': model 'cnn' is meant for --dataset mnist"),
     ("out is a regular file", ["--out", "{files}/regular-file"],
      "output folder '{files}/regular-file' is not writable: File exists"),
     ("out in a read-only folder", ["--out", "{files}/read-only/leaderboards"],

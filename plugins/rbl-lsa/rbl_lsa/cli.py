@@ -10,6 +10,7 @@ import torch
 
 from robustbench_lite import UsageError, default_registry, trained_model
 from robustbench_lite.leaderboard import ensure_writable
+from robustbench_lite.plan import choose_dataset
 from robustbench_lite.runner import DEVICES
 
 from .analysis import layer_sustainability
@@ -17,11 +18,14 @@ from .report import AnalysisSettings, flag_most_vulnerable, summary, write_repor
 
 
 @click.command("lsa")
-@click.option("--model", default="mlp", show_default=True, help="Model spec, e.g. cnn.")
-@click.option("--defense", default="none", show_default=True, help="Defense the model is trained with.")
-@click.option("--attack", default="pgd", show_default=True, help="Attack spec, e.g. 'pgd[steps=20]'.")
+@click.option("--models", "--model", "model", default="mlp", show_default=True, metavar="SPEC",
+              help="One model spec, e.g. cnn.")
+@click.option("--defenses", "--defense", "defense", default="none", show_default=True, metavar="SPEC",
+              help="One defense the model is trained with.")
+@click.option("--attacks", "--attack", "attack", default="pgd", show_default=True, metavar="SPEC",
+              help="One attack spec, e.g. 'pgd[steps=20]'.")
 @click.option("--eps", type=float, default=None, help="Attack budget in (0, 1]. [default: the dataset's training eps]")
-@click.option("--dataset", default="moons", show_default=True, help="Dataset spec, e.g. mnist.")
+@click.option("--dataset", default=None, help="Dataset spec, e.g. mnist. [default: the one the model is meant for]")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=Path("data"), show_default=True)
 @click.option("--n-examples", type=int, default=None, help="Analyse the first N test points. [default: all]")
 @click.option("--epochs", type=int, default=None, help="Training epochs. [default: the dataset's]")
@@ -36,7 +40,7 @@ from .report import AnalysisSettings, flag_most_vulnerable, summary, write_repor
 @click.option("--out", type=click.Path(path_type=Path), default=Path("leaderboards"), show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def lsa_command(
-    model: str, defense: str, attack: str, eps: float | None, dataset: str, data_dir: Path, n_examples: int | None,
+    model: str, defense: str, attack: str, eps: float | None, dataset: str | None, data_dir: Path, n_examples: int | None,
     epochs: int | None, batch_size: int, train_eps: float | None, seed: int, device: str, cache_dir: Path | None,
     eta: float, out: Path, quiet: bool,
 ) -> None:
@@ -45,10 +49,11 @@ def lsa_command(
     Writes lsa-<model>-<defense>-<dataset>.{csv,md,png} into --out.
     """
     registry = default_registry()
-    model_label = registry.create("models", model).label
+    builder = registry.create("models", model)
+    model_label = builder.label
     defense_label = registry.create("defenses", defense).label
     threat = registry.create("attacks", attack)
-    budget = registry.create("datasets", dataset).default_train_eps if eps is None else eps
+    budget = registry.create("datasets", choose_dataset(dataset, [builder]).spec).default_train_eps if eps is None else eps
     if not 0.0 < budget <= 1.0:
         raise UsageError(f"--eps must lie in (0, 1] (inputs are images in [0, 1]), got {budget}")
     if n_examples is not None and n_examples <= 0:

@@ -107,7 +107,11 @@ class TorchvisionLoader(DatasetLoader):
                     ) from None
 
     def _missing(self, root: Path, why: str) -> DatasetMissingError:
-        return DatasetMissingError(f"{self.title} not found in {root}: {self.files_hint(root)} ({why})")
+        return DatasetMissingError(
+            f"{self.title} not found in {root}: {self.files_hint(root)} ({why}); to get them, run the same command "
+            f"once on a machine with internet (torchvision downloads them into --data-dir) and copy that folder "
+            f"here, or pass --data-dir where they already are"
+        )
 
 
 class Mnist(TorchvisionLoader):

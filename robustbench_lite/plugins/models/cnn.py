@@ -20,6 +20,7 @@ def _feature_side(side: int) -> int:
 
 class CNN(ModelBuilder):
     name = "cnn"
+    dataset = "mnist"
     description = "Model B: Conv16-Conv32-pool-Conv64-pool (5x5, ReLU), then Linear(100)-Linear; images >= 20x20"
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:

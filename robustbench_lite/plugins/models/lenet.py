@@ -15,6 +15,7 @@ from ._common import require_image
 
 class LeNet(ModelBuilder):
     name = "lenet"
+    dataset = "cifar10"
     description = "Naive LeNet-style classifier: Conv6-pool-Conv16-pool-120-84, log-softmax out; 32x32 images"
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:

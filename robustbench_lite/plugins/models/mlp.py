@@ -26,6 +26,7 @@ class TwoClassLogits(nn.Module):
 
 class MLP(ModelBuilder):
     name = "mlp"
+    dataset = "moons"
     description = "Model A: Linear(100)-ELU x3 then one logit per class (1 logit for 2 classes); feature vectors only"
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:

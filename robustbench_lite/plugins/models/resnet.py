@@ -58,6 +58,7 @@ class ResNet(nn.Module):
 
 class ResNet18(ModelBuilder):
     name = "resnet18"
+    dataset = "cifar10"
     description = "ResNet-18, CIFAR variant (3x3 stem, no max-pool, BasicBlocks 2-2-2-2); images >= 8x8"
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:

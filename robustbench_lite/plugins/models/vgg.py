@@ -20,6 +20,7 @@ VGG19_CFG: tuple[int | str, ...] = (
 
 class VGG19(ModelBuilder):
     name = "vgg19"
+    dataset = "cifar10"
     description = "Model C: VGG-19 with batch norm, CIFAR-10 variant (one Linear(512) head); 32x32 images"
 
     def build(self, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:

@@ -61,6 +61,7 @@ class WideResNet(nn.Module):
 
 class WRN(ModelBuilder):
     name = "wrn-28-10"
+    dataset = "cifar10"
     description = "Model D: pre-activation WideResNet, depth 28 and widen factor 10 by default; images >= 8x8"
     options = (
         Option("depth", int, 28, "total depth; (depth - 4) must be a multiple of 6", minimum=10),
