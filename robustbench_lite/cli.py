@@ -24,7 +24,7 @@ from .bench import bench, describe_setting, format_table, write_json
 from .errors import RblError, UsageError
 from .leaderboard import FORMATS, ensure_writable, partial_reason, ranking, refuse_another_run, render, write
 from .interfaces import DatasetLoader
-from .options import format_value
+from .options import format_value, real_number
 from .plan import choose_dataset
 from . import site as sites
 from .registry import KINDS, default_registry
@@ -34,6 +34,23 @@ from .training import LR_SCHEDULES
 
 EXIT_FAILED_CELLS = 1
 EXIT_USAGE = 2
+
+
+class Budget(click.ParamType):
+    """A perturbation budget: a number, also written as a fraction (``8/255``, as the field writes CIFAR budgets)."""
+
+    name = "number"
+
+    def convert(self, value, param, ctx) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            return real_number(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number such as 0.03 or 8/255", param, ctx)
+
+
+BUDGET = Budget()
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -59,24 +76,30 @@ def _pop_acceleration(options: dict) -> dict:
             "compile": options.pop("compile_model")}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True,
+             no_args_is_help=False)
 @click.version_option(__version__, prog_name="rbl")
-def cli() -> None:
+@click.pass_context
+def cli(context: click.Context) -> None:
     """robustbench_lite: benchmark the adversarial robustness of PyTorch image classifiers."""
+    if context.invoked_subcommand is None:  # bare `rbl` is a request for help, not an error
+        click.echo(context.get_help())
 
 
 @cli.command("run")
 @click.option("--models", default="mlp", show_default=True, help="Comma-separated model specs, e.g. cnn,lenet.")
 @click.option("--defenses", default="none,at-fgsm,at-pgd", show_default=True, help="Comma-separated defense specs.")
 @click.option("--attacks", default="fgsm,pgd", show_default=True, help="Comma-separated attack specs, e.g. 'fgsm,pgd[steps=20]'.")
-@click.option("--eps", default=None, help="Comma-separated eps grid in [0, 1]; 0 is always added. [default: the dataset's grid]")
+@click.option("--eps", default=None,
+              help="Comma-separated eps grid in [0, 1], fractions allowed (0,2/255,8/255); 0 is always added. "
+                   "[default: the dataset's grid]")
 @click.option("--dataset", default=None,
               help="Dataset spec, e.g. mnist or 'npz[path=FILE]'. [default: the one the models are meant for "
                    "(vgg19, resnet18, wrn-28-10, lenet: cifar10; cnn: mnist; mlp: moons), else moons]")
 @click.option("--n-examples", type=int, default=None, help="Evaluate on the first N test points. [default: all]")
 @click.option("--epochs", type=int, default=None, help="Training epochs. [default: the dataset's]")
 @click.option("--batch-size", type=int, default=128, show_default=True, help="Batch size for training and attacks.")
-@click.option("--train-eps", type=float, default=None, help="Training eps of adversarial defenses. [default: the dataset's]")
+@click.option("--train-eps", type=BUDGET, default=None, help="Training eps of adversarial defenses. [default: the dataset's]")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--data-dir", type=click.Path(path_type=Path), default=Path("data"), show_default=True,
@@ -284,7 +307,7 @@ def _attacked_model_options(command):
         *ONE_PLUGIN_OPTIONS,
         click.option("--epochs", type=int, default=None, help="Training epochs. [default: the dataset's]"),
         click.option("--batch-size", type=int, default=128, show_default=True, help="Batch size for training and attacks."),
-        click.option("--train-eps", type=float, default=None,
+        click.option("--train-eps", type=BUDGET, default=None,
                      help="Training eps of adversarial defenses. [default: the dataset's]"),
         click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="none", show_default=True,
                      help="As for rbl run: the schedule the model was trained with."),
@@ -355,7 +378,7 @@ def plot_examples_command(eps: str | None, n: int, **options) -> None:
 
 @plot_group.command("confusion", short_help="Confusion matrices, clean vs attacked.")
 @_attacked_model_options
-@click.option("--eps", type=float, default=None, help="Attack budget in (0, 1]. [default: the dataset's training eps]")
+@click.option("--eps", type=BUDGET, default=None, help="Attack budget in (0, 1], e.g. 0.3 or 8/255. [default: the dataset's training eps]")
 @click.option("--n-examples", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Evaluate on the first N test points.")
 def plot_confusion_command(eps: float | None, n_examples: int, **options) -> None:

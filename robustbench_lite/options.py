@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 from .errors import UsageError
@@ -87,8 +88,20 @@ class Option:
         if self.type is float:
             if isinstance(value, bool):
                 raise ValueError(value)
-            return float(value)
+            return real_number(value)
         return self.type(value)
+
+
+def real_number(value: Any) -> float:
+    """A float from a number or its text, where the text may be a fraction: ``8/255`` is how the field
+    writes CIFAR budgets. Raises ValueError for anything else."""
+    if isinstance(value, str) and "/" in value:
+        numerator, _, denominator = value.partition("/")
+        try:
+            return float(Fraction(numerator.strip()) / Fraction(denominator.strip()))
+        except ZeroDivisionError:
+            raise ValueError(value) from None
+    return float(value)
 
 
 def seed_range() -> str:

@@ -48,7 +48,7 @@ from .evaluation import PassCounter, adversarial_predictions, defended, model_un
 from .leaderboard import WORST_CASE
 from .interfaces import Attack, Dataset, DatasetLoader, Defense, ModelBuilder, Normalize, digest
 from .optimizers import canonical_optimizer
-from .options import MAX_EOT, MAX_EPOCHS, SEED_MAX, PluginSpec, seed_range, split_spec_list
+from .options import MAX_EOT, MAX_EPOCHS, SEED_MAX, PluginSpec, real_number, seed_range, split_spec_list
 from .plan import DatasetChoice, choose_dataset, shape_hint
 from .registry import Registry, default_registry
 from .store import ResultsStore
@@ -125,10 +125,11 @@ def parse_eps(eps: str | Iterable[float] | None, default: Sequence[float]) -> li
 def _epsilon(value: Any) -> float:
     """One eps value as a float in [0, 1] (0 for -0), or UsageError."""
     try:
-        number = float(value)
-        exact = Decimal(value.strip()) if isinstance(value, str) else Decimal(number)
+        number = real_number(value)
+        fraction = isinstance(value, str) and "/" in value
+        exact = Decimal(number) if fraction or not isinstance(value, str) else Decimal(value.strip())
     except (TypeError, ValueError, ArithmeticError):
-        raise UsageError(f"invalid epsilon {value!r}: not a number; give values in [0, 1] such as 0.1") from None
+        raise UsageError(f"invalid epsilon {value!r}: not a number; give values in [0, 1] such as 0.1 or 8/255") from None
     if not math.isfinite(number) or not 0.0 <= number <= 1.0:
         raise UsageError(f"invalid epsilon {value!r}: must lie in [0, 1] (inputs are images in [0, 1])")
     if exact != 0 and number < EPS_RESOLUTION:  # the text, not the float: 1e-400 reads as 0.0

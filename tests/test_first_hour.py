@@ -70,3 +70,33 @@ def test_a_shape_mismatch_names_the_dataset_in_use_and_the_fix(tmp_path, capsys,
     err = capsys.readouterr().err.strip()
     assert status == 2
     assert err.endswith("that is dataset 'mnist': model 'vgg19' is meant for --dataset cifar10")
+
+
+def test_eps_grids_and_budgets_take_fractions():
+    from robustbench_lite.runner import parse_eps
+
+    assert parse_eps("0,2/255, 8/255", default=()) == [0.0, 2 / 255, 8 / 255]
+    assert default_registry().create("defenses", "at-fgsm[alpha=1/2]").alpha == 0.5
+    with pytest.raises(UsageError, match=r"invalid epsilon '1/0': not a number; give values in \[0, 1\] such as"):
+        parse_eps("1/0", default=())
+    with pytest.raises(UsageError, match=r"invalid epsilon '3/2': must lie in \[0, 1\]"):
+        parse_eps("3/2", default=())
+
+
+def test_the_cli_takes_train_eps_as_a_fraction(tmp_path, capsys):
+    import json
+
+    status = main(["run", "--models", "mlp", "--defenses", "at-fgsm", "--attacks", "fgsm", "--eps", "0,8/255",
+                   "--train-eps", "8/255", "--epochs", "1", "--n-examples", "8", "--device", "cpu", "--quiet",
+                   "--out", str(tmp_path), "--cache-dir", str(tmp_path / "cache")])
+    sidecar = json.loads((tmp_path / "moons.json").read_text())
+    assert status == 0
+    assert sidecar["training_config"]["train_eps"] == 8 / 255 and sidecar["eps"] == [0.0, 8 / 255]
+    assert main(["run", "--train-eps", "a/3"]) == 2
+    assert "'--train-eps': 'a/3' is not a number such as 0.03 or 8/255" in capsys.readouterr().err
+
+
+def test_bare_rbl_prints_help_and_succeeds(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Usage: rbl") and "run " in out and "list " in out

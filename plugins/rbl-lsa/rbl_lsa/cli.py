@@ -9,6 +9,7 @@ import click
 import torch
 
 from robustbench_lite import UsageError, default_registry, trained_model
+from robustbench_lite.cli import BUDGET
 from robustbench_lite.leaderboard import ensure_writable
 from robustbench_lite.plan import choose_dataset
 from robustbench_lite.runner import DEVICES
@@ -24,13 +25,13 @@ from .report import AnalysisSettings, flag_most_vulnerable, summary, write_repor
               help="One defense the model is trained with.")
 @click.option("--attacks", "--attack", "attack", default="pgd", show_default=True, metavar="SPEC",
               help="One attack spec, e.g. 'pgd[steps=20]'.")
-@click.option("--eps", type=float, default=None, help="Attack budget in (0, 1]. [default: the dataset's training eps]")
+@click.option("--eps", type=BUDGET, default=None, help="Attack budget in (0, 1]. [default: the dataset's training eps]")
 @click.option("--dataset", default=None, help="Dataset spec, e.g. mnist. [default: the one the model is meant for]")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=Path("data"), show_default=True)
 @click.option("--n-examples", type=int, default=None, help="Analyse the first N test points. [default: all]")
 @click.option("--epochs", type=int, default=None, help="Training epochs. [default: the dataset's]")
 @click.option("--batch-size", type=int, default=128, show_default=True, help="Batch size for training and attacks.")
-@click.option("--train-eps", type=float, default=None, help="Training eps of adversarial defenses. [default: the dataset's]")
+@click.option("--train-eps", type=BUDGET, default=None, help="Training eps of adversarial defenses. [default: the dataset's]")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
