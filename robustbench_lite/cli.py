@@ -26,6 +26,7 @@ from .leaderboard import FORMATS, ensure_writable, partial_reason, ranking, refu
 from .interfaces import DatasetLoader
 from .options import format_value, real_number
 from .plan import choose_dataset
+from .progress import PROGRESS_MODES
 from . import site as sites
 from .registry import KINDS, default_registry
 from .runner import DEVICES, EXECUTORS, cells_frame, run
@@ -134,14 +135,19 @@ def cli(context: click.Context) -> None:
 @click.option("--eval-batch-size", type=int, default=None, metavar="N",
               help="Points per attacked batch; larger fills a GPU (halved on out-of-memory). [default: --batch-size]")
 @_acceleration_options
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--progress", type=click.Choice(PROGRESS_MODES), default="auto", show_default=True,
+              help="rich: live bars on stderr; plain: one line per finished training or cell, with elapsed time and "
+                   "ETA, on stdout (kept by a redirect or a Slurm log); auto: rich in a terminal, else plain.")
+@click.option("--quiet", is_flag=True, help="No progress at all (--progress none).")
 def run_command(**options) -> None:
     """Train (or load) every model under every defense, run every attack at every eps, write the leaderboard."""
-    quiet = options.pop("quiet")
+    progress = options.pop("progress")
+    if options.pop("quiet"):
+        progress = "none"
     options["use_cache"] = not options.pop("no_cache")
     options["acceleration"] = Acceleration(eval_batch_size=options.pop("eval_batch_size"), **_pop_acceleration(options))
     command = shlex.join(["rbl", *sys.argv[1:]]) if Path(sys.argv[0]).name == "rbl" else None
-    frame = run(**options, progress=not quiet, command=command)
+    frame = run(**options, progress=progress, command=command)
     click.echo(ranking(frame).to_markdown(index=False, floatfmt=".2f", missingval="failed"))
     for path in frame.attrs.get("files", {}).values():
         click.echo(f"wrote {path}")

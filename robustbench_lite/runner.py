@@ -37,7 +37,6 @@ from typing import Any
 import pandas as pd
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
 from . import leaderboard, probes
@@ -50,6 +49,7 @@ from .interfaces import Attack, Dataset, DatasetLoader, Defense, ModelBuilder, N
 from .optimizers import canonical_optimizer
 from .options import MAX_EOT, MAX_EPOCHS, SEED_MAX, PluginSpec, real_number, seed_range, split_spec_list
 from .plan import DatasetChoice, choose_dataset, shape_hint
+from .progress import JOBS_TASK, Display, progress_display
 from .registry import Registry, default_registry
 from .store import ResultsStore
 from .training import LR_SCHEDULES, TrainingConfig, TrainingRecord, batches_per_run, load_or_train, split_validation
@@ -263,18 +263,6 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "benchmark"
 
 
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
-
-
 def _provider(registry: Registry, kind: str, name: str) -> str:
     return registry.info(kind, name).provider
 
@@ -297,7 +285,7 @@ def run(
     use_cache: bool = True,
     out: str | Path | None = None,
     name: str | None = None,
-    progress: bool = False,
+    progress: bool | str = False,
     command: str | None = None,
     target: str | int | None = None,
     eot: int = DEFAULT_EOT,
@@ -429,8 +417,10 @@ def run(
         data, config, torch_device, cache, grid, data.x_test[:n_eval].clone(), data.y_test[:n_eval].clone(), target_index, eot,
         threats, store_path, use_cache, providers, device_label, deterministic, acceleration,
     )
-    with _progress(progress) as bars:
+    with progress_display(progress) as bars:
+        jobs_done = bars.add_task(JOBS_TASK, total=len(jobs))
         for index, result in _EXECUTORS[executor](jobs, context, bars):
+            bars.advance(jobs_done)
             finished[index] = result
             metadata_["partial"] = _unfinished(jobs, finished)
             cells = [cell for _, done in sorted(finished.items()) for cell in done.cells]
@@ -513,7 +503,7 @@ def _jobs(builders: list[ModelBuilder], recipes: list[Defense], trainers: dict[s
     return list(jobs.values())
 
 
-def _run_job(job: _Job, context: _JobContext, bars: Progress) -> _JobResult:
+def _run_job(job: _Job, context: _JobContext, bars: Display) -> _JobResult:
     """Train or load the job's model, then evaluate every defense on it. A failure fails only its own cells."""
     store = ResultsStore(context.store_path) if context.store_path is not None else None
     settings = _EvaluationSettings(
@@ -565,16 +555,16 @@ def _unfinished(jobs: list[_Job], finished: dict[int, _JobResult]) -> dict[str, 
     return {"jobs_finished": len(finished), "jobs": len(jobs), "missing": missing}
 
 
-def _local_jobs(jobs: list[_Job], context: _JobContext, bars: Progress) -> Iterator[tuple[int, _JobResult]]:
+def _local_jobs(jobs: list[_Job], context: _JobContext, bars: Display) -> Iterator[tuple[int, _JobResult]]:
     for index, job in enumerate(jobs):
         yield index, _run_job(job, context, bars)
 
 
 def _job_in_ray_worker(job: _Job, context: _JobContext) -> _JobResult:
-    return _run_job(job, context, _progress(False))
+    return _run_job(job, context, progress_display(False))
 
 
-def _ray_jobs(jobs: list[_Job], context: _JobContext, bars: Progress) -> Iterator[tuple[int, _JobResult]]:
+def _ray_jobs(jobs: list[_Job], context: _JobContext, bars: Display) -> Iterator[tuple[int, _JobResult]]:
     """Each job as a Ray task (one GPU each on CUDA), results yielded as they finish.
 
     Connects to the cluster that ``RAY_ADDRESS`` (or ``ray start``) names, else starts a local one.
@@ -588,17 +578,14 @@ def _ray_jobs(jobs: list[_Job], context: _JobContext, bars: Progress) -> Iterato
         ray.init(include_dashboard=False, logging_level="warning", log_to_driver=False)
     task = ray.remote(num_cpus=1, num_gpus=1 if context.device.type == "cuda" else 0)(_job_in_ray_worker)
     shared = ray.put(context)  # the dataset travels to the object store once, not once per job
-    progress = bars.add_task(f"{len(jobs)} jobs on Ray", total=len(jobs))
     pending = {task.remote(job, shared): index for index, job in enumerate(jobs)}
     try:
         while pending:
             [done], _ = ray.wait(list(pending), num_returns=1)
-            bars.advance(progress)
             yield pending.pop(done), ray.get(done)
     finally:
         for ref in pending:  # interrupted: stop what is still running
             ray.cancel(ref, force=True)
-        bars.remove_task(progress)
 
 
 _EXECUTORS = {"local": _local_jobs, "ray": _ray_jobs}
@@ -724,12 +711,12 @@ def _train_with_progress(
     config: TrainingConfig,
     device: torch.device,
     cache: Path | None,
-    bars: Progress,
+    bars: Display,
 ) -> tuple[nn.Module, TrainingRecord]:
     """A model for (builder, recipe) on ``data``: cached weights when they exist, else trained now (on copies
     of the dataset's tensors, see :func:`~robustbench_lite.training.load_or_train`)."""
     model = build_model(builder, data, config.seed).to(device)
-    task = bars.add_task(f"train {builder.label}/{recipe.label}", total=batches_per_run(data, config))
+    task = bars.add_task(f"train {builder.label}/{recipe.label}", total=batches_per_run(data, config), unit="batches")
     try:
         record = load_or_train(
             model, builder, recipe, data, config, device, cache, advance=lambda k: bars.advance(task, k)
@@ -778,7 +765,7 @@ def trained_model(
     _check_validation_split(data, config)
     _check_output_size(_model_for(builder, data, seed, choice), builder, data)
     _check_preprocessing(recipe, data)
-    with _progress(progress) as bars:
+    with progress_display(progress) as bars:
         network, _ = _train_with_progress(builder, trainer, data, config, torch_device, _cache(cache_dir, use_cache), bars)
     return defended(network, recipe, _naive_gradient(recipe)), data
 
@@ -793,7 +780,7 @@ class _EvaluationSettings:
     target: int | None
     config: TrainingConfig
     eot: int
-    bars: Progress
+    bars: Display
     store: ResultsStore | None
     reuse: bool  # whether results found in the store are reused
     providers: dict[str, str]  # plugin name -> the distribution (and version) that provides it
@@ -1069,7 +1056,7 @@ def _evaluate_group(
         carried = _Carried([], clean)
         for eps in grid[1:]:
             where = f"{label} on {builder.label}/{row.defense} eps={eps:g}"
-            task = bars.add_task(where, total=int(settings.candidates(clean, carried).sum()))
+            task = bars.add_task(where, total=int(settings.candidates(clean, carried).sum()), unit="points")
             start = time.perf_counter()
             try:
                 outcome = settings.attacked(
@@ -1121,7 +1108,7 @@ def _large_eps_probe(
     accuracy: dict[str, float | None] = {}
     errors: dict[str, str] = {}
     task = settings.bars.add_task(f"sanity probe on {builder.label}/{row.defense} eps={SANITY_EPS:g}",
-                                  total=len(linf) * int(robust.sum()))
+                                  total=len(linf) * int(robust.sum()), unit="points")
     try:
         for label, attack in linf:
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import urllib.error
 import urllib.request
 
@@ -100,3 +101,47 @@ def test_bare_rbl_prints_help_and_succeeds(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
     assert out.startswith("Usage: rbl") and "run " in out and "list " in out
+
+
+def test_plain_progress_is_one_flushed_line_per_finished_task_with_elapsed_and_eta():
+    import io
+
+    from robustbench_lite.progress import JOBS_TASK, PlainProgress
+
+    stream = io.StringIO()
+    with PlainProgress(stream) as display:
+        jobs = display.add_task(JOBS_TASK, total=2)
+        cell = display.add_task("pgd on cnn/none eps=0.1", total=8, unit="points")
+        display.advance(cell, 5)
+        assert stream.getvalue() == ""  # nothing until the task is finished
+        display.remove_task(cell)
+        display.advance(jobs)
+        display.console.print("[red]lenet/none: training failed[/red]")
+    lines = stream.getvalue().splitlines()
+    assert re.fullmatch(r"\[0:00:00, ETA \?\] pgd on cnn/none eps=0\.1: 5/8 points in 0\.\ds", lines[0])
+    assert re.fullmatch(r"\[0:00:00, ETA 0:00:00\] jobs: 1/2 done", lines[1])
+    assert lines[2].endswith("] lenet/none: training failed")  # without rich's markup
+
+
+@pytest.mark.parametrize("mode, expected", [("plain", "plain"), ("none", "none"), ("rich", "rich"),
+                                            (False, "none"), ("auto", "plain"), (True, "plain")])
+def test_progress_is_plain_when_stderr_is_no_terminal(mode, expected):
+    from robustbench_lite.progress import resolve_mode
+
+    assert resolve_mode(mode) == expected  # pytest's captured stderr is no terminal
+
+
+def test_rbl_run_redirected_to_a_file_leaves_progress_lines_in_it(tmp_path):
+    import subprocess
+    import sys
+
+    log = tmp_path / "log.txt"
+    with log.open("w") as stdout:
+        subprocess.run([sys.executable, "-m", "robustbench_lite", "run", "--defenses", "none", "--attacks", "fgsm",
+                        "--epochs", "1", "--n-examples", "16", "--eps", "0,0.1", "--device", "cpu",
+                        "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")],
+                       stdout=stdout, stderr=subprocess.PIPE, check=True, timeout=300)
+    lines = log.read_text().splitlines()
+    assert re.fullmatch(r"\[0:00:\d\d, ETA \?\] train mlp/none: 8/8 batches in \d+\.\ds", lines[0])
+    assert any(re.fullmatch(r"\[.*\] fgsm on mlp/none eps=0\.1: \d+/\d+ points in \d+\.\ds", line) for line in lines)
+    assert any(line.endswith("] jobs: 1/1 done") for line in lines)
