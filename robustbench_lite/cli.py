@@ -139,6 +139,9 @@ def cli(context: click.Context) -> None:
               help="rich: live bars on stderr; plain: one line per finished training or cell, with elapsed time and "
                    "ETA, on stdout (kept by a redirect or a Slurm log); auto: rich in a terminal, else plain.")
 @click.option("--quiet", is_flag=True, help="No progress at all (--progress none).")
+@click.option("--dry-run", is_flag=True,
+              help="Check the input, print the matrix, what is cached or stored, and the estimated cost (timed on one "
+                   "batch), then stop: nothing is trained, attacked or written.")
 def run_command(**options) -> None:
     """Train (or load) every model under every defense, run every attack at every eps, write the leaderboard."""
     progress = options.pop("progress")
@@ -148,6 +151,10 @@ def run_command(**options) -> None:
     options["acceleration"] = Acceleration(eval_batch_size=options.pop("eval_batch_size"), **_pop_acceleration(options))
     command = shlex.join(["rbl", *sys.argv[1:]]) if Path(sys.argv[0]).name == "rbl" else None
     frame = run(**options, progress=progress, command=command)
+    if options["dry_run"]:
+        for line in frame.attrs["plan"].lines():
+            click.echo(line)
+        return
     click.echo(ranking(frame).to_markdown(index=False, floatfmt=".2f", missingval="failed"))
     for path in frame.attrs.get("files", {}).values():
         click.echo(f"wrote {path}")

@@ -196,6 +196,16 @@ def digest(*tensors: torch.Tensor) -> str:
     return hasher.hexdigest()[:32]
 
 
+@dataclass(frozen=True)
+class DatasetSize:
+    """The shapes a loader's data will have, declared so that ``rbl run --dry-run`` can plan without the files."""
+
+    input_shape: tuple[int, ...]
+    num_classes: int
+    n_train: int
+    n_test: int
+
+
 class DatasetLoader(Plugin, abc.ABC):
     """Loads a dataset and says which benchmark settings suit it by default."""
 
@@ -203,6 +213,9 @@ class DatasetLoader(Plugin, abc.ABC):
     default_eps: ClassVar[tuple[float, ...]]
     default_train_eps: ClassVar[float]
     default_epochs: ClassVar[int]
+    # What `load` returns, where it is known without loading (files a user must fetch): lets a dry run
+    # estimate the cost on stand-in data of these shapes when the files are missing.
+    size: ClassVar[DatasetSize | None] = None
 
     @abc.abstractmethod
     def load(self, data_dir: Path) -> Dataset:

@@ -42,17 +42,22 @@ from torch import nn
 from . import leaderboard, probes
 from .acceleration import Acceleration, device_tuning
 from .atomic import nearest_existing, remove_stale_temporaries
-from .errors import DiskFullError, UsageError
+from .errors import DatasetMissingError, DiskFullError, UsageError
 from .evaluation import PassCounter, adversarial_predictions, defended, model_unchanged, predict
 from .leaderboard import WORST_CASE
 from .interfaces import Attack, Dataset, DatasetLoader, Defense, ModelBuilder, Normalize, digest
 from .optimizers import canonical_optimizer
 from .options import MAX_EOT, MAX_EPOCHS, SEED_MAX, PluginSpec, real_number, seed_range, split_spec_list
 from .plan import DatasetChoice, choose_dataset, shape_hint
-from .progress import JOBS_TASK, Display, progress_display
+from .progress import JOBS_TASK, Display, clock, progress_display, resolve_mode
+from .estimate import (
+    JobPlan, RunPlan, attack_batch_seconds, evaluation_batches, scaled, stand_in, training_batch_seconds,
+)
 from .registry import Registry, default_registry
 from .store import ResultsStore
-from .training import LR_SCHEDULES, TrainingConfig, TrainingRecord, batches_per_run, load_or_train, split_validation
+from .training import (
+    LR_SCHEDULES, TrainingConfig, TrainingRecord, batches_per_run, cache_key, checkpoint_path, load_or_train, split_validation,
+)
 
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_EOT = 8  # gradient samples per step of the adaptive evaluation of a randomized model
@@ -297,6 +302,7 @@ def run(
     deterministic: bool = False,
     executor: str = "local",
     acceleration: Acceleration | None = None,
+    dry_run: bool = False,
     registry: Registry | None = None,
 ) -> pd.DataFrame:
     """Run the attack x defense x eps matrix and return one row per cell (see :class:`Cell`).
@@ -324,6 +330,10 @@ def run(
     (see :func:`_ray_jobs`); ``"local"`` runs them one after another in this process.
     ``acceleration`` sets the evaluation's batch size, precision, memory format and compilation
     (see :mod:`robustbench_lite.acceleration`).
+    With ``dry_run`` nothing is trained, attacked or written: after every check the input gets, the
+    returned (empty) frame's ``attrs["plan"]`` holds the matrix, what is cached or stored already and
+    the estimated cost (a :class:`~robustbench_lite.estimate.RunPlan`); a run that shows progress
+    prints the same plan first.
     """
     started = time.perf_counter()
     registry = registry or default_registry()
@@ -359,7 +369,12 @@ def run(
     if executor not in _EXECUTORS:
         raise UsageError(f"unknown executor {executor!r}; valid choices: {', '.join(_EXECUTORS)}")
 
-    data = loader.load(Path(data_dir))
+    try:
+        data = loader.load(Path(data_dir))
+    except DatasetMissingError as missing:
+        if not dry_run:
+            raise
+        data = stand_in(loader, missing)
     _check_validation_split(data, config)
     target_index = None if target is None else resolve_target(target, data.classes)
     if target_index is not None:
@@ -404,12 +419,7 @@ def run(
         metadata_["acceleration"] = acceleration.settings()
     if out_dir is not None:
         leaderboard.refuse_another_run(out_dir, benchmark, metadata_)
-    # Opened only now, so that bad input leaves no empty store behind.
     store_path = Path(db) if db is not None else out_dir / "results.db" if out_dir is not None else None
-    store = ResultsStore(store_path) if store_path is not None else None
-    finished: dict[int, _JobResult] = {}
-    metadata_["partial"] = _unfinished(jobs, finished)
-    run_id = store.start_run(benchmark, metadata_) if store is not None else None
     # Deterministic kernels change CUDA numbers, so such results are kept apart; on CPU they are the same.
     device_label = torch_device.type + ("-deterministic" if deterministic and torch_device.type == "cuda" else "")
     context = _JobContext(
@@ -417,7 +427,23 @@ def run(
         data, config, torch_device, cache, grid, data.x_test[:n_eval].clone(), data.y_test[:n_eval].clone(), target_index, eot,
         threats, store_path, use_cache, providers, device_label, deterministic, acceleration,
     )
+    shown = resolve_mode(progress) != "none"
+    plan = _plan(jobs, context, choice.describe(data.name), n_test) if dry_run or shown else None
+    if dry_run:
+        frame = _frame([])
+        frame.attrs["plan"] = plan
+        return frame
+    if plan is not None and plan.too_long():
+        warnings.warn(f"this run is estimated at {clock(plan.seconds)} on this CPU; --dry-run shows where the time "
+                      "goes, --n-examples, --epochs or fewer defenses make it shorter", stacklevel=2)
+    # Opened only now, so that bad input leaves no empty store behind.
+    store = ResultsStore(store_path) if store_path is not None else None
+    finished: dict[int, _JobResult] = {}
+    metadata_["partial"] = _unfinished(jobs, finished)
+    run_id = store.start_run(benchmark, metadata_) if store is not None else None
     with progress_display(progress) as bars:
+        for line in plan.lines() if plan is not None else []:
+            bars.console.print(line, markup=False, highlight=False)
         jobs_done = bars.add_task(JOBS_TASK, total=len(jobs))
         for index, result in _EXECUTORS[executor](jobs, context, bars):
             bars.advance(jobs_done)
@@ -451,6 +477,69 @@ def run(
     if out_dir is not None:
         frame.attrs["files"] = leaderboard.write(frame, metadata_, out_dir, benchmark)
     return frame
+
+
+def _plan(jobs: list[_Job], context: _JobContext, dataset: str, n_test: int) -> RunPlan:
+    """The matrix of ``jobs``, what the cache and the store hold of it, and the timed estimate of the rest."""
+    store = (ResultsStore(context.store_path)
+             if context.reuse and context.store_path is not None and context.store_path.exists() else None)
+    planned = []
+    devices = [context.device] if context.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # timing draws random numbers the run must not miss
+        for job in jobs:
+            planned.append(_job_plan(job, context, store))
+    return RunPlan(dataset, len(context.x), n_test, context.grid, [attack.label for attack in context.threats],
+                   context.device.type, planned, context.data.extra.get("stand_in"))
+
+
+def _job_plan(job: _Job, context: _JobContext, store: ResultsStore | None) -> JobPlan:
+    data, config, device = context.data, context.config, context.device
+    cells = len(job.recipes) * len(context.threats) * len(context.grid)
+    defenses = [recipe.label for recipe in job.recipes]
+    if "stand_in" in data.extra:  # random data: no cached weights or stored cells are for it
+        plan = JobPlan(job.builder.label, job.trainer.label, defenses, None, cells, None)
+    else:
+        model_key = cache_key(job.builder, job.trainer, data, config)
+        cached = context.cache is not None and checkpoint_path(context.cache, model_key).exists()
+        plan = JobPlan(job.builder.label, job.trainer.label, defenses, cached, cells,
+                       _stored_cells(job, context, store, model_key))
+    model = build_model(job.builder, data, config.seed).to(device)
+    if not plan.cached:
+        per_batch = training_batch_seconds(model, job.builder, job.trainer, data, config.batch_size,
+                                           config.train_eps, device)
+        plan.train_seconds = scaled(per_batch, batches_per_run(data, config))
+    if plan.stored == cells:
+        return plan
+    batch = context.acceleration.eval_batch_size or config.batch_size
+    x, y = context.x[:batch], context.y[:batch]
+    batches = evaluation_batches(len(context.x), batch, context.grid, len(job.recipes))
+    for attack in context.threats:
+        per_batch = attack_batch_seconds(model, attack, x, y, context.grid[-1], device)
+        plan.attack_seconds[attack.label] = scaled(per_batch, batches)
+    return plan
+
+
+def _stored_cells(job: _Job, context: _JobContext, store: ResultsStore | None, model_key: dict[str, Any]) -> int | None:
+    """How many of the job's cells the store holds, where its rows are known before training (no
+    preprocessing or randomness, whose adaptive rows follow from the trained model)."""
+    if any(recipe.preprocesses or recipe.randomized for recipe in job.recipes):
+        return None
+    if store is None:
+        return 0
+    settings = _EvaluationSettings(
+        context.grid, context.x, context.y, context.target, context.config, context.eot, progress_display(False),
+        store, True, context.providers, context.device_label, context.acceleration, context.data.num_classes,
+    )
+    n, found = len(context.x), 0
+    for recipe in job.recipes:
+        row_key = _row_key(model_key, recipe, "standard", _naive_gradient(recipe), context.providers)
+        clean = store.get(settings.result_key(row_key, None, 0.0, n), context.data.num_classes) is not None
+        for attack in context.threats:
+            found += clean
+            for index, eps in enumerate(context.grid[1:], start=1):
+                key = {**settings.result_key(row_key, attack, eps, n), "earlier_eps": context.grid[1:index]}
+                found += store.get(key, context.data.num_classes) is not None
+    return found
 
 
 @dataclass
@@ -986,6 +1075,16 @@ def _rows(model: nn.Module, recipe: Defense, threats: list[Attack], settings: _E
     ]
 
 
+def _row_key(model_key: dict[str, Any], recipe: Defense, evaluation: str, gradient: str,
+             providers: dict[str, str]) -> dict[str, Any]:
+    """What identifies a row's results besides the attack: the trained model, the defense, how it is attacked."""
+    return {
+        "model": model_key,
+        "defense": {"name": recipe.name, "options": recipe.settings, "provider": providers.get(recipe.name)},
+        "evaluation": evaluation, "gradient": gradient,
+    }
+
+
 def _evaluate_defense(
     model: nn.Module,
     model_key: dict[str, Any],
@@ -1001,11 +1100,7 @@ def _evaluate_defense(
     """
     cells: list[Cell] = []
     for row in _rows(model, recipe, threats, settings):
-        row_key = {
-            "model": model_key, "defense": {"name": recipe.name, "options": recipe.settings,
-                                            "provider": settings.providers.get(recipe.name)},
-            "evaluation": row.evaluation, "gradient": row.gradient,
-        }
+        row_key = _row_key(model_key, recipe, row.evaluation, row.gradient, settings.providers)
         row_cells, clean = _evaluate_group(row, row_key, builder, settings)
         cells += row_cells
         evaluations[f"{builder.label}/{row.defense}"] = {

@@ -142,6 +142,62 @@ def test_rbl_run_redirected_to_a_file_leaves_progress_lines_in_it(tmp_path):
                         "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")],
                        stdout=stdout, stderr=subprocess.PIPE, check=True, timeout=300)
     lines = log.read_text().splitlines()
-    assert re.fullmatch(r"\[0:00:\d\d, ETA \?\] train mlp/none: 8/8 batches in \d+\.\ds", lines[0])
+    assert lines[0].startswith("[0:00:00] plan: dataset 'moons' (what mlp is meant for; --dataset to change), 16 of")
+    assert any(re.fullmatch(r"\[0:00:\d\d, ETA \?\] train mlp/none: 8/8 batches in \d+\.\ds", line) for line in lines)
     assert any(re.fullmatch(r"\[.*\] fgsm on mlp/none eps=0\.1: \d+/\d+ points in \d+\.\ds", line) for line in lines)
     assert any(line.endswith("] jobs: 1/1 done") for line in lines)
+
+
+TINY = dict(models="mlp", defenses="none,at-fgsm", attacks="fgsm,pgd", eps="0,0.1", epochs=1, n_examples=16,
+            device="cpu")
+
+
+def test_a_dry_run_plans_the_matrix_and_writes_nothing(tmp_path):
+    from robustbench_lite import run
+
+    frame = run(**TINY, out=tmp_path / "out", cache_dir=tmp_path / "cache", dry_run=True)
+    plan = frame.attrs["plan"]
+    assert frame.empty and not (tmp_path / "out" / "results.db").exists() and not (tmp_path / "cache").exists()
+    assert plan.cells == 2 * 2 * 2 and [job.cached for job in plan.jobs] == [False, False]
+    assert [job.stored for job in plan.jobs] == [0, 0]
+    assert all(job.train_seconds > 0 and set(job.attack_seconds) == {"fgsm", "pgd"} for job in plan.jobs)
+    lines = plan.lines()
+    assert lines[1].startswith("matrix: 1 model(s) x 2 defense(s) x 2 attack(s) x 2 eps = 8 cells")
+    assert re.fullmatch(r"  mlp/at-fgsm: train ~\d+\.\ds; 0/4 cells stored; attacks at most fgsm ~\d+\.\ds, pgd ~\d+\.\ds",
+                        lines[3])
+
+
+def test_a_dry_run_after_a_run_finds_the_cached_weights_and_stored_cells(tmp_path):
+    from robustbench_lite import run
+
+    settings = dict(**TINY, out=tmp_path / "out", cache_dir=tmp_path / "cache")
+    run(**settings)
+    plan = run(**settings, dry_run=True).attrs["plan"]
+    assert [(job.cached, job.stored, job.cells) for job in plan.jobs] == [(True, 4, 4), (True, 4, 4)]
+    assert plan.seconds == 0.0  # nothing left to compute, nothing timed
+    # another grid is another leaderboard: other files, the same store
+    other = run(**{**settings, "eps": "0,0.1,0.2", "name": "wider", "db": tmp_path / "out" / "results.db"},
+                dry_run=True).attrs["plan"]
+    assert [(job.cached, job.stored, job.cells) for job in other.jobs] == [(True, 4, 6), (True, 4, 6)]
+
+
+def test_a_dry_run_without_the_dataset_files_plans_on_stand_in_data(tmp_path, capsys, offline):
+    status = main(["run", "--models", "lenet", "--defenses", "none", "--attacks", "fgsm", "--epochs", "1",
+                   "--device", "cpu", "--dry-run", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path)])
+    out = capsys.readouterr().out.splitlines()
+    assert status == 0
+    assert out[0] == ("plan: dataset 'cifar10' (what lenet is meant for; --dataset to change), 10000 of 10000 test "
+                      "points, eps 0, 0.01, 0.03, 0.1, 0.2, on cpu")
+    assert out[2].startswith("timed on random stand-in data of the dataset's declared shapes (the cache and the store "
+                             "not looked up), as its files are missing: CIFAR-10 not found in")
+    assert re.fullmatch(r"  lenet/none: train ~\S+; stored cells not known before training; attacks at most fgsm ~\S+",
+                        out[3])
+    assert list(tmp_path.iterdir()) == [tmp_path / "nowhere"] or list(tmp_path.iterdir()) == []
+
+
+def test_a_run_estimated_beyond_ten_cpu_minutes_warns_before_it_starts(tmp_path, monkeypatch):
+    from robustbench_lite import estimate, run
+
+    monkeypatch.setattr(estimate, "LONG_CPU_RUN_SECONDS", 0.0)
+    with pytest.warns(UserWarning, match=r"this run is estimated at 0:00:\d\d on this CPU; --dry-run shows"):
+        run(**TINY, cache_dir=tmp_path / "cache", progress="plain")

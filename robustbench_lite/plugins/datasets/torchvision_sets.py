@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from robustbench_lite.errors import DatasetMissingError
 from robustbench_lite.hookspecs import Register, hookimpl
-from robustbench_lite.interfaces import Dataset, DatasetLoader
+from robustbench_lite.interfaces import Dataset, DatasetLoader, DatasetSize
 from robustbench_lite.options import Option
 
 from ._common import images_to_tensor, labels_to_tensor
@@ -126,6 +126,7 @@ class Mnist(TorchvisionLoader):
     default_eps = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
     default_train_eps = 0.3
     default_epochs = 3
+    size = DatasetSize((1, 28, 28), 10, 60_000, 10_000)
 
     # torchvision's MNIST.resources, without their .gz (tests/test_datasets.py checks they agree)
     FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -159,6 +160,7 @@ class Cifar10(TorchvisionLoader):
     default_eps = (0.0, 0.01, 0.03, 0.1, 0.2)
     default_train_eps = 8 / 255
     default_epochs = 10
+    size = DatasetSize((3, 32, 32), 10, 50_000, 10_000)
 
     def folder(self, root: Path) -> Path:
         return root / self.BASE_FOLDER
