@@ -10,40 +10,69 @@ The public Python API mirrors the ``rbl`` command line::
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 try:
     __version__ = version("robustbench-lite")
 except PackageNotFoundError:  # running from a source tree that was never installed
     __version__ = "0+unknown"
 
-from .acceleration import Acceleration  # noqa: E402
 from .errors import DatasetMissingError, RblError, UsageError  # noqa: E402
 from .hookspecs import hookimpl  # noqa: E402
-from .interfaces import Attack, Dataset, DatasetLoader, Defense, ModelBuilder, TrainingContext  # noqa: E402
-from .leaderboard import accuracy_table, ranking, success_table  # noqa: E402
 from .options import Option  # noqa: E402
-from .registry import default_registry  # noqa: E402
-from .runner import build_model, run, trained_model  # noqa: E402
+
+if TYPE_CHECKING:
+    from .interfaces import Attack, DatasetLoader, Defense, ModelBuilder
+
+# The rest of the API imports torch (and pandas): loaded on first use, so that `rbl --help` and a
+# plugin's metadata stay fast (PEP 562).
+_LAZY = {
+    "Acceleration": "acceleration",
+    **dict.fromkeys(("Attack", "Dataset", "DatasetLoader", "Defense", "ModelBuilder", "TrainingContext"), "interfaces"),
+    **dict.fromkeys(("accuracy_table", "ranking", "success_table"), "leaderboard"),
+    "default_registry": "registry",
+    **dict.fromkeys(("build_model", "run", "trained_model"), "runner"),
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
+def _create(kind: str, spec: str, options: dict):
+    from .registry import default_registry
+
+    return default_registry().create(kind, spec, **options)
 
 
 def get_attack(spec: str, **options) -> Attack:
     """An attack by name (``"pgd"`` or ``"pgd[steps=20]"``) with keyword options, e.g. ``get_attack("pgd", steps=20)``."""
-    return default_registry().create("attacks", spec, **options)
+    return _create("attacks", spec, options)
 
 
 def get_defense(spec: str, **options) -> Defense:
     """A defense (training recipe) by name, with options."""
-    return default_registry().create("defenses", spec, **options)
+    return _create("defenses", spec, options)
 
 
 def get_model(spec: str, **options) -> ModelBuilder:
     """A model builder by name, with options; ``build_model(builder, dataset, seed)`` makes the network."""
-    return default_registry().create("models", spec, **options)
+    return _create("models", spec, options)
 
 
 def get_dataset(spec: str, **options) -> DatasetLoader:
     """A dataset loader by name, with options; ``.load(data_dir)`` returns a :class:`Dataset`."""
-    return default_registry().create("datasets", spec, **options)
+    return _create("datasets", spec, options)
 
 
 __all__ = [

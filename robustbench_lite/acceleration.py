@@ -26,9 +26,9 @@ import torch
 from torch import nn
 
 from .attack_utils import in_mode_of
+from .choices import PRECISIONS
 from .errors import UsageError
 
-PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)

@@ -8,30 +8,29 @@ from __future__ import annotations
 
 import errno
 import shlex
+import shutil
 import sys
+import textwrap
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from . import __version__
-from .acceleration import PRECISIONS, Acceleration
-from .bench import bench, describe_setting, format_table, write_json
-from .errors import RblError, UsageError
-from .leaderboard import FORMATS, ensure_writable, partial_reason, ranking, refuse_another_run, render, write
-from .interfaces import DatasetLoader
-from .options import format_value, real_number
-from .plan import choose_dataset
-from .progress import PROGRESS_MODES
-from . import site as sites
-from .registry import KINDS, default_registry
-from .runner import DEVICES, EXECUTORS, cells_frame, run
-from .store import merged_run
-from .training import LR_SCHEDULES
+from .catalogue import PluginEntry, catalogue
+from .choices import (
+    DEVICES, EXECUTORS, LEADERBOARD_FORMATS, LR_SCHEDULES, PLUGIN_KINDS, PRECISIONS, PROGRESS_MODES, SITE_FORMATS,
+)
+from .errors import RblError, UsageError, unknown_choice
+from .options import real_number
+
+if TYPE_CHECKING:
+    from .interfaces import DatasetLoader
+
+# The modules behind the commands import torch and pandas: each command imports what it needs when
+# it runs, so that `rbl --help` and `rbl list` stay fast (tests/test_cli_imports.py keeps them so).
 
 EXIT_FAILED_CELLS = 1
 EXIT_USAGE = 2
@@ -77,7 +76,41 @@ def _pop_acceleration(options: dict) -> dict:
             "compile": options.pop("compile_model")}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True,
+class Commands(click.Group):
+    """`rbl`'s own commands and those plugins add, imported only when one of the latter runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *catalogue().commands})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in catalogue().commands:
+            from .registry import default_registry
+
+            default_registry().add_commands(self)
+        return self.commands.get(name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        limit = formatter.width - 6 - max(map(len, self.list_commands(ctx)))
+        plugins = catalogue().commands
+        rows = [(name, self.commands[name].get_short_help_str(limit) if name in self.commands else plugins[name])
+                for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+class RunCommand(click.Command):
+    """`rbl run`, whose help ends with each dataset's defaults and the dataset each model is meant for."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        listed = catalogue()
+        with formatter.section("Datasets and their defaults (of --eps, --train-eps and --epochs)"):
+            formatter.write_dl([(entry.name, _facts(entry)) for entry in listed.of_kind("datasets")])
+        with formatter.section("Models and the dataset each is meant for (the default --dataset)"):
+            formatter.write_dl([(entry.name, dict(entry.facts).get("for", "any"))
+                                for entry in listed.of_kind("models")])
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True,
              no_args_is_help=False)
 @click.version_option(__version__, prog_name="rbl")
 @click.pass_context
@@ -87,7 +120,7 @@ def cli(context: click.Context) -> None:
         click.echo(context.get_help())
 
 
-@cli.command("run")
+@cli.command("run", cls=RunCommand)
 @click.option("--models", default="mlp", show_default=True, help="Comma-separated model specs, e.g. cnn,lenet.")
 @click.option("--defenses", default="none,at-fgsm,at-pgd", show_default=True, help="Comma-separated defense specs.")
 @click.option("--attacks", default="fgsm,pgd", show_default=True, help="Comma-separated attack specs, e.g. 'fgsm,pgd[steps=20]'.")
@@ -96,7 +129,7 @@ def cli(context: click.Context) -> None:
                    "[default: the dataset's grid]")
 @click.option("--dataset", default=None,
               help="Dataset spec, e.g. mnist or 'npz[path=FILE]'. [default: the one the models are meant for "
-                   "(vgg19, resnet18, wrn-28-10, lenet: cifar10; cnn: mnist; mlp: moons), else moons]")
+                   "(listed below), else moons]")
 @click.option("--n-examples", type=int, default=None, help="Evaluate on the first N test points. [default: all]")
 @click.option("--epochs", type=int, default=None, help="Training epochs. [default: the dataset's]")
 @click.option("--batch-size", type=int, default=128, show_default=True, help="Batch size for training and attacks.")
@@ -144,6 +177,10 @@ def cli(context: click.Context) -> None:
                    "batch), then stop: nothing is trained, attacked or written.")
 def run_command(**options) -> None:
     """Train (or load) every model under every defense, run every attack at every eps, write the leaderboard."""
+    from .acceleration import Acceleration
+    from .leaderboard import ranking
+    from .runner import run
+
     progress = options.pop("progress")
     if options.pop("quiet"):
         progress = "none"
@@ -165,24 +202,54 @@ def run_command(**options) -> None:
 
 
 @cli.command("list")
-@click.argument("kind", required=False, type=click.Choice(list(KINDS)))
-def list_command(kind: str | None) -> None:
-    """List installed plugins: name, providing distribution, description and options."""
-    registry = default_registry()
-    console = Console()
-    for each in [kind] if kind else list(KINDS):
-        table = Table(title=each, title_justify="left", show_lines=True)
-        table.add_column("name", no_wrap=True)
-        table.add_column("provided by", no_wrap=True)
-        table.add_column("description", ratio=1)
-        table.add_column("options (default)", ratio=1)
-        for name, info in registry.infos(each).items():
-            options = Text("\n").join(
-                Text.assemble((f"{option.name}={format_value(option.default)}", "bold"), f"  {option.help}")
-                for option in info.cls.options
-            )
-            table.add_row(name, info.provider, info.cls.description, options or "-")
-        console.print(table)
+@click.argument("what", required=False, metavar="[KIND|NAME]")
+@click.option("--verbose", "-v", is_flag=True, help="Also each plugin's provider, options with defaults and docstring.")
+def list_command(what: str | None, verbose: bool) -> None:
+    """Installed plugins, one line each; KIND (attacks, defenses, models, datasets) lists one kind, NAME
+    shows one plugin in full."""
+    listed = catalogue()
+    entries = listed.entries
+    if what in PLUGIN_KINDS:
+        entries = listed.of_kind(what)
+    elif what is not None:
+        entries, verbose = listed.named(what), True
+        if not entries:
+            raise unknown_choice("plugin kind or name", what, [*PLUGIN_KINDS, *(entry.name for entry in listed.entries)])
+    width = shutil.get_terminal_size().columns
+    for kind in PLUGIN_KINDS:
+        chosen = [entry for entry in entries if entry.kind == kind]
+        if not chosen:
+            continue
+        click.echo(f"{kind} ({len(chosen)})")
+        name_width = max(len(entry.name) for entry in chosen)
+        for entry in chosen:
+            summary = f"[{_facts(entry)}] {entry.description}" if kind in ("datasets", "models") else entry.description
+            click.echo(_fit(f"  {entry.name:<{name_width}}  {summary}", width))
+            for line in _details(entry, width) if verbose else []:
+                click.echo(line)
+
+
+def _facts(entry: PluginEntry) -> str:
+    return "; ".join(f"{what} {value}" for what, value in entry.facts)
+
+
+def _fit(line: str, width: int) -> str:
+    """One terminal line: cut with an ellipsis rather than wrapped."""
+    return line if len(line) <= width else line[: max(width - 1, 1)] + "…"
+
+
+def _details(entry: PluginEntry, width: int) -> list[str]:
+    """What `rbl list --verbose` adds under a plugin's line."""
+    indent, body = " " * 6, max(width - 6, 40)
+    lines = [f"{indent}provided by {entry.provider}" + (f"; {_facts(entry)}" if entry.facts else "")]
+    for paragraph in entry.doc.split("\n\n") if entry.doc and entry.doc != entry.description else []:
+        lines += textwrap.wrap(" ".join(paragraph.split()), body, initial_indent=indent, subsequent_indent=indent)
+    if entry.options:
+        lines.append(f"{indent}options (name=default):")
+    for name, default, help_ in entry.options:
+        lines += textwrap.wrap(f"{name}={default}  {help_}", body, initial_indent=indent + "  ",
+                               subsequent_indent=indent + "      ")
+    return lines
 
 
 @cli.command("bench")
@@ -200,6 +267,9 @@ def list_command(kind: str | None) -> None:
 def bench_command(attacks: str, models: str, batch_size: str, device: str, repeats: int, no_torchattacks: bool,
                   json_path: Path | None, **acceleration) -> None:
     """Attack throughput in images/s, against the bound of the model's passes and against torchattacks."""
+    from .acceleration import Acceleration
+    from .bench import bench, describe_setting, format_table, write_json
+
     measurements = bench(attacks, models, batch_size, device, repeats, torchattacks=not no_torchattacks,
                          progress=lambda text: click.echo(f"measuring {text}", err=True),
                          acceleration=Acceleration(**_pop_acceleration(acceleration)))
@@ -216,7 +286,7 @@ def bench_command(attacks: str, models: str, batch_size: str, device: str, repea
               help="Results store written by 'rbl run'; repeat to merge the shards of one run.")
 @click.option("--name", default=None, help="Benchmark to render. [default: the latest run's]")
 @click.option("--run", "run_id", type=int, default=None, help="Run id within the store. [default: the latest]")
-@click.option("--format", "fmt", type=click.Choice(FORMATS + sites.FORMATS), default="md", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(LEADERBOARD_FORMATS + SITE_FORMATS), default="md", show_default=True,
               help="What to print: html is a standalone page, robustbench RobustBench-style model_info JSON, "
                    "long-csv one row per cell.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
@@ -227,14 +297,14 @@ def leaderboard_command(
     dbs: tuple[Path, ...], name: str | None, run_id: int | None, fmt: str, out: Path | None, allow_partial: bool
 ) -> None:
     """Render the leaderboard of a run from its results store (or merge the stores of several shards)."""
-    records, metadata = merged_run(list(dbs), name, run_id)
-    partial = partial_reason(metadata)
-    if partial and not allow_partial:
-        raise UsageError(f"the run is partial: {partial}; finish it by running its command again, "
-                         "or pass --allow-partial to render it marked as partial")
+    from . import site as sites
+    from .leaderboard import ensure_writable, refuse_another_run, render, write
+    from .runner import cells_frame
+
+    records, metadata = _finished_run(dbs, name, run_id, allow_partial)
     frame = cells_frame(records)
     benchmark = metadata["benchmark"]
-    if out is None and fmt in sites.FORMATS:
+    if out is None and fmt in SITE_FORMATS:
         click.echo(sites.render_format(sites.sidecar_of_run(records, metadata), fmt), nl=False)
         return
     if out is None:
@@ -257,15 +327,13 @@ def leaderboard_command(
 def site_command(sidecars: tuple[Path, ...], dbs: tuple[Path, ...], name: str | None, out: Path,
                  allow_partial: bool) -> None:
     """A static HTML site (index and one page per benchmark) with model_info JSON and long CSV exports."""
+    from . import site as sites
+
     if not sidecars and not dbs:
         raise UsageError("no leaderboard given; pass --json FILE (a sidecar, repeatable) or --db PATH")
     boards = [sites.read_sidecar(path) for path in sidecars]
     if dbs:
-        records, metadata = merged_run(list(dbs), name, None)
-        partial = partial_reason(metadata)
-        if partial and not allow_partial:
-            raise UsageError(f"the run is partial: {partial}; finish it by running its command again, "
-                             "or pass --allow-partial to render it marked as partial")
+        records, metadata = _finished_run(dbs, name, None, allow_partial)
         boards.append(sites.sidecar_of_run(records, metadata))
     command = shlex.join(["rbl", "site", *[arg for path in sidecars for arg in ("--json", str(path))],
                           *[arg for path in dbs for arg in ("--db", str(path))],
@@ -273,6 +341,19 @@ def site_command(sidecars: tuple[Path, ...], dbs: tuple[Path, ...], name: str | 
                           "--out", str(out)])
     for path in sites.write_site(boards, out, command):
         click.echo(f"wrote {path}")
+
+
+def _finished_run(dbs: tuple[Path, ...], name: str | None, run_id: int | None, allow_partial: bool):
+    """The records and metadata of a run merged from its stores, refused while partial unless allowed."""
+    from .leaderboard import partial_reason
+    from .store import merged_run
+
+    records, metadata = merged_run(list(dbs), name, run_id)
+    partial = partial_reason(metadata)
+    if partial and not allow_partial:
+        raise UsageError(f"the run is partial: {partial}; finish it by running its command again, "
+                         "or pass --allow-partial to render it marked as partial")
+    return records, metadata
 
 
 @cli.group("plot")
@@ -341,6 +422,9 @@ def _attacked_model_options(command):
 
 def _dataset_loader(dataset: str | None, model: str) -> DatasetLoader:
     """The dataset a one-model command uses: ``dataset``, else the model's own (the rule of `rbl run`)."""
+    from .plan import choose_dataset
+    from .registry import default_registry
+
     registry = default_registry()
     return registry.create("datasets", choose_dataset(dataset, [registry.create("models", model)]).spec)
 
@@ -353,6 +437,7 @@ def _attacked_model(plot: str, n: int, *, dataset: str, data_dir: Path, model: s
     import torch
 
     from . import plot as plotting
+    from .registry import default_registry
     from .runner import _slug, trained_model
 
     registry = default_registry()
@@ -409,7 +494,6 @@ def plot_confusion_command(eps: float | None, n_examples: int, **options) -> Non
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rbl`` script; returns the exit status."""
     warnings.showwarning = _one_line_warning
-    default_registry().add_commands(cli)
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="rbl", standalone_mode=False)
     except click.exceptions.UsageError as error:

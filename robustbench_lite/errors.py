@@ -33,3 +33,7 @@ def unknown_choice(kind: str, value: str, choices: Iterable[str]) -> UsageError:
     close = difflib.get_close_matches(value, choices, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return UsageError(f"unknown {kind} {value!r}{hint}; valid choices: {', '.join(choices) or 'none installed'}")
+
+
+class PluginLoadWarning(UserWarning):
+    """A plugin distribution could not be imported or registered; the rest still work."""

@@ -20,10 +20,11 @@ import pandas as pd
 
 from . import plot, sanity
 from .atomic import atomic_target, temporary_path
+from .choices import LEADERBOARD_FORMATS
 from .errors import UsageError
 
 WORST_CASE = "worst-case"
-FORMATS = ("md", "csv", "json")
+FORMATS = LEADERBOARD_FORMATS
 DEFAULT_NAME_MAX = 255  # bytes per file name where the file system does not say (ext4, APFS, NTFS)
 WILSON_Z = 1.959964  # the standard normal quantile of a two-sided 95% interval
 

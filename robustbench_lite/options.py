@@ -104,6 +104,14 @@ def real_number(value: Any) -> float:
     return float(value)
 
 
+def budget_text(value: float) -> str:
+    """A budget as a reader writes it: ``0.3``, ``0``, and ``8/255`` for what is a whole number of 8-bit levels."""
+    levels = value * 255
+    if round(levels) != 0 and abs(levels - round(levels)) < 1e-9 and len(repr(value)) > 6:
+        return f"{round(levels)}/255"
+    return f"{value:g}"
+
+
 def seed_range() -> str:
     """The range every seed must lie in, as error messages say it."""
     return f"must lie in [0, {SEED_MAX}] (0 to 2^63-1)"

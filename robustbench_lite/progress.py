@@ -17,9 +17,9 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from .choices import PROGRESS_MODES
 from .errors import UsageError
 
-PROGRESS_MODES = ("auto", "rich", "plain", "none")
 # The task whose completion drives the ETA of plain lines: the runner's count of finished jobs.
 JOBS_TASK = "jobs"
 

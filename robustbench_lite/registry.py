@@ -20,21 +20,13 @@ import click
 import pluggy
 
 from . import hookspecs
-from .errors import UsageError, unknown_choice
+from .choices import PLUGIN_KINDS
+from .errors import PluginLoadWarning, UsageError, unknown_choice
 from .interfaces import Attack, DatasetLoader, Defense, ModelBuilder, Plugin
 from .options import PluginSpec
 
-KINDS: dict[str, type[Plugin]] = {
-    "attacks": Attack,
-    "defenses": Defense,
-    "models": ModelBuilder,
-    "datasets": DatasetLoader,
-}
+KINDS: dict[str, type[Plugin]] = dict(zip(PLUGIN_KINDS, (Attack, Defense, ModelBuilder, DatasetLoader), strict=True))
 _SINGULAR = {"attacks": "attack", "defenses": "defense", "models": "model", "datasets": "dataset"}
-
-
-class PluginLoadWarning(UserWarning):
-    """A plugin distribution could not be imported or registered; the rest still work."""
 
 
 class IncompatiblePluginError(Exception):

@@ -36,12 +36,12 @@ from typing import Any
 
 import pandas as pd
 import torch
-from rich.console import Console
 from torch import nn
 
 from . import leaderboard, probes
 from .acceleration import Acceleration, device_tuning
 from .atomic import nearest_existing, remove_stale_temporaries
+from .choices import DEVICES, EXECUTORS, LR_SCHEDULES
 from .errors import DatasetMissingError, DiskFullError, UsageError
 from .evaluation import PassCounter, adversarial_predictions, defended, model_unchanged, predict
 from .leaderboard import WORST_CASE
@@ -56,10 +56,9 @@ from .estimate import (
 from .registry import Registry, default_registry
 from .store import ResultsStore
 from .training import (
-    LR_SCHEDULES, TrainingConfig, TrainingRecord, batches_per_run, cache_key, checkpoint_path, load_or_train, split_validation,
+    TrainingConfig, TrainingRecord, batches_per_run, cache_key, checkpoint_path, load_or_train, split_validation,
 )
 
-DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_EOT = 8  # gradient samples per step of the adaptive evaluation of a randomized model
 RANDOMNESS_POINTS = 16  # test points passed twice through each model to detect randomness
 SANITY_EPS = 0.5  # l-inf budget of the large-eps probe: the all-0.5 image lies in every ball of [0, 1] inputs
@@ -678,7 +677,7 @@ def _ray_jobs(jobs: list[_Job], context: _JobContext, bars: Display) -> Iterator
 
 
 _EXECUTORS = {"local": _local_jobs, "ray": _ray_jobs}
-EXECUTORS = tuple(_EXECUTORS)
+assert tuple(_EXECUTORS) == EXECUTORS, "choices.EXECUTORS names every executor"
 
 
 @contextmanager

@@ -20,11 +20,12 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup
 
+from .choices import SITE_FORMATS
 from .errors import UsageError
 from .leaderboard import WORST_CASE, _write_text, ensure_writable, ranking
 from .runner import cells_frame
 
-FORMATS = ("html", "robustbench", "long-csv")
+FORMATS = SITE_FORMATS
 # The attack whose accuracy RobustBench reports as autoattack_acc: a run's attack named `aa` (any options).
 AUTOATTACK = "aa"
 # Not run metadata: what render() adds to a sidecar.

@@ -28,7 +28,6 @@ from .optimizers import build_optimizer
 
 ProgressCallback = Callable[[int], None]
 
-LR_SCHEDULES = ("none", "cosine", "step")
 STEP_GAMMA = 0.1  # the "step" schedule multiplies the lr by this after 50% and again after 75% of the epochs
 VALIDATION_SHARE = 0.1  # early stopping holds out the last 10% of the training set
 VALIDATION_PGD_STEPS = 10

@@ -18,15 +18,15 @@ def run_cli(capsys, *args):
     return status, captured.out, captured.err
 
 
-def test_list_shows_name_provider_description_and_options(capsys, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "250")  # one row per plugin, unwrapped
-    status, out, _ = run_cli(capsys, "list")
+def test_list_verbose_shows_name_provider_description_and_options(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")
+    status, out, _ = run_cli(capsys, "list", "--verbose")
     assert status == 0
     for expected in ("attacks", "defenses", "models", "datasets", "fgsm", "pgd", "at-pgd", "wrn-28-10",
                      "robustbench-lite 0.1.0", "Projected gradient descent", "steps=10", "alpha=0.5", "moons"):
         assert expected in out
     status, out, _ = run_cli(capsys, "list", "attacks")
-    assert status == 0 and "pgd" in out and "moons" not in out
+    assert status == 0 and "pgd" in out and "moons" not in out and "steps=10" not in out
 
 
 def test_run_writes_the_leaderboard_and_prints_the_ranking(tmp_path, capsys):

@@ -12,7 +12,7 @@ from robustbench_lite import UsageError, default_registry, trained_model
 from robustbench_lite.cli import BUDGET
 from robustbench_lite.leaderboard import ensure_writable
 from robustbench_lite.plan import choose_dataset
-from robustbench_lite.runner import DEVICES
+from robustbench_lite.choices import DEVICES
 
 from .analysis import layer_sustainability
 from .report import AnalysisSettings, flag_most_vulnerable, summary, write_report
