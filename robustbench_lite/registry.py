@@ -24,6 +24,7 @@ from .choices import PLUGIN_KINDS
 from .errors import PluginLoadWarning, UsageError, unknown_choice
 from .interfaces import Attack, DatasetLoader, Defense, ModelBuilder, Plugin
 from .options import PluginSpec
+from .plugin_code import code_digest
 
 KINDS: dict[str, type[Plugin]] = dict(zip(PLUGIN_KINDS, (Attack, Defense, ModelBuilder, DatasetLoader), strict=True))
 _SINGULAR = {"attacks": "attack", "defenses": "defense", "models": "model", "datasets": "dataset"}
@@ -44,6 +45,11 @@ class PluginInfo:
     @property
     def provider(self) -> str:
         return f"{self.distribution} {self.version}"
+
+    @property
+    def code(self) -> str:
+        """The digest of the class's code (see :mod:`robustbench_lite.plugin_code`)."""
+        return code_digest(self.cls)
 
 
 class Registry:

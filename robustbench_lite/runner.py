@@ -268,7 +268,9 @@ def _slug(text: str) -> str:
 
 
 def _provider(registry: Registry, kind: str, name: str) -> str:
-    return registry.info(kind, name).provider
+    """Who provides a plugin, down to its code: results of an edited plugin are not reused."""
+    info = registry.info(kind, name)
+    return f"{info.provider}, code {info.code}"
 
 
 def run(

@@ -25,6 +25,7 @@ from .atomic import atomic_target
 from .errors import RblError
 from .interfaces import Dataset, Defense, ModelBuilder, TrainingContext, digest
 from .optimizers import build_optimizer
+from .plugin_code import code_digest
 
 ProgressCallback = Callable[[int], None]
 
@@ -84,6 +85,8 @@ def cache_key(builder: ModelBuilder, defense: Defense, data: Dataset, config: Tr
         "model_options": builder.settings,
         "defense": defense.name,
         "defense_options": defense.settings,
+        # Edited code trains other weights, whatever the distribution's version says.
+        "code": {"model": code_digest(type(builder)), "defense": code_digest(type(defense))},
         "dataset": data.name,
         # The training data by content, not by path: the same data read from another folder shares weights.
         "train_data": digest(data.x_train, data.y_train),

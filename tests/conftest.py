@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import textwrap
 from pathlib import Path
 
@@ -73,6 +74,7 @@ def install_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: 1.2.3\n")
         (info / "entry_points.txt").write_text(f"[robustbench_lite]\n{module} = {module}\n")
+        monkeypatch.delitem(sys.modules, module, raising=False)  # another test's module of that name is not this one
         default_registry.cache_clear()
 
     yield install

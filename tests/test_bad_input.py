@@ -368,7 +368,7 @@ def put_other_weights(checkpoint, other):
 @pytest.mark.parametrize("damage, warning", [
     (truncate, "it is corrupt or truncated (RuntimeError: PytorchStreamReader failed reading zip archive"),
     (overwrite_with_bytes, "it is corrupt or truncated (UnpicklingError: Weights only load failed); retraining"),
-    (copy_other_defenses, "it was saved for other settings (ValueError: defense, defense_options differ); retraining"),
+    (copy_other_defenses, "it was saved for other settings (ValueError: code, defense, defense_options differ); retraining"),
     (put_other_weights, "it holds weights that do not fit this model (ValueError: tensors missing, extra or of "
                         "another shape: net.8.weight); retraining"),
 ], ids=["truncated", "not a checkpoint", "another defense's", "another architecture's weights"])

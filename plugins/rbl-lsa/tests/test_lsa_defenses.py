@@ -170,7 +170,7 @@ def test_rbl_run_puts_at_pgd_lr_next_to_at_pgd(tmp_path):
                       epochs=1, device="cpu", seed=0, cache_dir=tmp_path / "cache", out=tmp_path / "out")
     assert set(results["status"]) == {"ok"}
     assert set(rbl.ranking(results)["defense"]) == {"none", "at-pgd", "at-pgd-lr"}
-    assert results.attrs["metadata"]["plugins"]["defenses"]["at-pgd-lr"] == "rbl-lsa 0.1.0"
+    assert results.attrs["metadata"]["plugins"]["defenses"]["at-pgd-lr"].startswith("rbl-lsa 0.1.0, code ")
     leaderboard = (tmp_path / "out" / "synthetic.csv").read_text()
     assert ",at-pgd-lr," in leaderboard and ",at-pgd," in leaderboard
     # Algorithm 2 reused the run's standard model instead of training another one.

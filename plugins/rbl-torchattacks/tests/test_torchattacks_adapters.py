@@ -157,7 +157,7 @@ def test_rbl_run_with_ta_pgd_writes_its_leaderboard_row(tmp_path, capsys):
     assert "R&G ta-pgd" in out
     rows = (tmp_path / "tiny.csv").read_text().splitlines()
     assert any(row.split(",")[3] == "ta-pgd" for row in rows[1:])
-    assert '"ta-pgd": "rbl-torchattacks 0.1.0"' in (tmp_path / "tiny.json").read_text()
+    assert '"ta-pgd": "rbl-torchattacks 0.1.0, code ' in (tmp_path / "tiny.json").read_text()
 
 
 def test_families_are_declared_for_the_sanity_checks():
