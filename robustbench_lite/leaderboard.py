@@ -308,6 +308,7 @@ def _markdown(
         "naive evaluations of defended models (`naive`), rows with a failed cell, whose worst case would miss "
         "an attack (`failed`), and degenerate models (`degenerate`, see the sanity checks).",
         "",
+        *_settings_section(metadata),
         "## Ranking",
         "",
         _markdown_table(_unranked_as_reason(ranks, ranks.attrs["unranked"])),
@@ -367,6 +368,47 @@ def _plus_minus(table: pd.DataFrame, cells: pd.DataFrame) -> pd.DataFrame:
         table[column] = [text.get((model, defense, attack, column))
                          for model, defense, attack in zip(table["model"], table["defense"], table["attack"])]
     return table
+
+
+def _settings_section(metadata: dict[str, Any]) -> list[str]:
+    """What produced the numbers: the eps grid and its source, the training of every row, every
+    attack's options, and how many cells were computed or reused from the results store."""
+    training = metadata.get("training_config", {})
+    source = f" ({metadata['eps_source']})" if "eps_source" in metadata else ""
+    lines = [
+        "## Settings",
+        "",
+        f"- eps grid: {', '.join(f'{eps:g}' for eps in metadata['eps'])}{source}",
+        f"- training: {_count(training.get('epochs', '?'), 'epoch')}, batch {training.get('batch_size', '?')}, "
+        f"train eps {training.get('train_eps', '?')}, lr schedule {training.get('lr_schedule', 'none')}, "
+        f"early stop {training.get('early_stop') or 'off'}",
+    ]
+    work = metadata.get("work", {})
+    if "cells_reused" in work:
+        lines.append(f"- cells: {work['cells_computed']} computed in this run, {work['cells_reused']} reused from "
+                     "the results store (same settings and plugin code)")
+    for label, attack in metadata.get("attacks", {}).items():
+        options = ", ".join(f"{key}={'default' if value == 'None' else value}"
+                            for key, value in attack.get("options", {}).items())
+        lines.append(f"- attack `{label}` ({attack.get('norm')}, {attack.get('family')}): {options or 'no options'}")
+    rows = [
+        {"model": key.partition("/")[0], "defense": key.partition("/")[2], "trained as": info.get("trained_as", ""),
+         "optimizer": info.get("optimizer", "?"), "weights": _weights(info)}
+        for key, info in metadata.get("training", {}).items()
+    ]
+    if rows:
+        lines += ["", _markdown_table(pd.DataFrame(rows))]
+    return lines + ["", "Options at `default` follow the rule `rbl list NAME` gives for them.", ""]
+
+
+def _count(n: Any, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _weights(training: dict[str, Any]) -> str:
+    if training.get("status") != "ok":
+        return f"failed: {training.get('error', '')}"
+    return "from the weights cache" if training.get("from_cache") else "trained in this run"  # seconds: the sidecar
 
 
 def _evaluations_section(cells: pd.DataFrame, metadata: dict[str, Any]) -> list[str]:

@@ -49,6 +49,15 @@ def canonical_optimizer(spec: str) -> str:
     return f"{parsed.name}[{','.join(f'{key}={format_value(value)}' for key, value in settings.items())}]"
 
 
+def describe_optimizer(optimizer: torch.optim.Optimizer) -> str:
+    """An optimizer as a spec, e.g. ``sgd[lr=0.01,momentum=0.9,weight_decay=0.0]``: what a model's own
+    optimizer was, for the settings a leaderboard shows."""
+    group = optimizer.param_groups[0] if optimizer.param_groups else {}
+    shown = [f"{key}={format_value(group[key])}" for key in ("lr", "momentum", "betas", "weight_decay", "nesterov")
+             if key in group and not isinstance(group[key], torch.Tensor)]
+    return f"{type(optimizer).__name__.lower()}[{','.join(shown)}]"
+
+
 def build_optimizer(spec: str, parameters: Iterable[Any]) -> torch.optim.Optimizer:
     """The optimizer a spec (as :func:`canonical_optimizer` checks it) describes, over ``parameters``."""
     parsed = PluginSpec.parse(spec)

@@ -46,8 +46,10 @@ from .errors import DatasetMissingError, DiskFullError, UsageError
 from .evaluation import PassCounter, adversarial_predictions, defended, model_unchanged, predict
 from .leaderboard import WORST_CASE
 from .interfaces import Attack, Dataset, DatasetLoader, Defense, ModelBuilder, Normalize, digest
-from .optimizers import canonical_optimizer
-from .options import MAX_EOT, MAX_EPOCHS, SEED_MAX, PluginSpec, real_number, seed_range, split_spec_list
+from .optimizers import canonical_optimizer, describe_optimizer
+from .options import (
+    MAX_EOT, MAX_EPOCHS, SEED_MAX, PluginSpec, format_value, real_number, seed_range, split_spec_list,
+)
 from .plan import DatasetChoice, choose_dataset, shape_hint
 from .progress import JOBS_TASK, Display, clock, progress_display, resolve_mode
 from .estimate import (
@@ -400,6 +402,7 @@ def run(
     metadata_ = _metadata(
         benchmark, command, registry, loader, builders, recipes, threats, data, n_eval, grid, config, torch_device
     )
+    metadata_["eps_source"] = "given" if eps is not None else f"the default of dataset {loader.name}"
     if target_index is not None:
         metadata_["target"] = {"index": target_index, "name": str(data.classes[target_index])}
     cells: list[Cell] = []
@@ -627,6 +630,7 @@ def _run_job(job: _Job, context: _JobContext, bars: Display) -> _JobResult:
                 **({"val_robust_accuracy": record.val_robust_accuracy, "best_epoch": record.best_epoch}
                    if config.early_stop is not None else {}),
                 **({"trained_as": job.trainer.label} if job.trainer is not recipe else {}),
+                "optimizer": config.optimizer or describe_optimizer(job.builder.optimizer(model.parameters())),
             }
             cells += _evaluate_defense(model, record.key, job.builder, recipe, context.threats, settings, evaluations)
     return _JobResult(cells, trainings, evaluations, settings.work())
@@ -1320,7 +1324,9 @@ def _metadata(
             "torchvision": metadata.version("torchvision"),
         },
         "plugins": plugins,
-        "attacks": {attack.label: {"family": attack.family, "norm": attack.norm} for attack in threats},
+        "attacks": {attack.label: {"family": attack.family, "norm": attack.norm,
+                                   "options": {key: format_value(value) for key, value in attack.settings.items()}}
+                    for attack in threats},
         "device": {
             "type": device.type,
             "name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),

@@ -201,3 +201,32 @@ def test_a_run_estimated_beyond_ten_cpu_minutes_warns_before_it_starts(tmp_path,
     monkeypatch.setattr(estimate, "LONG_CPU_RUN_SECONDS", 0.0)
     with pytest.warns(UserWarning, match=r"this run is estimated at 0:00:\d\d on this CPU; --dry-run shows"):
         run(**TINY, cache_dir=tmp_path / "cache", progress="plain")
+
+
+def test_the_markdown_shows_the_settings_that_produced_it(tmp_path):
+    from robustbench_lite import run
+
+    settings = dict(**TINY, out=tmp_path / "out", cache_dir=tmp_path / "cache", optimizer="sgd[lr=0.05]")
+    run(**settings)
+    run(**settings)  # everything reused
+    markdown = (tmp_path / "out" / "moons.md").read_text()
+    settings_section = markdown.split("## Settings")[1].split("## Ranking")[0]
+    assert "- eps grid: 0, 0.1 (given)" in settings_section
+    assert "- training: 1 epoch, batch 128, train eps 0.1, lr schedule none, early stop off" in settings_section
+    assert "- cells: 0 computed in this run, 12 reused from the results store" in settings_section
+    assert ("- attack `pgd` (linf, iterative): steps=10, rel_step_size=default, random_start=true, restarts=1, "
+            "target=default, eot=1") in settings_section
+    rows = [line for line in settings_section.splitlines() if line.startswith("| mlp")]
+    assert [row.split("|")[2].strip() for row in rows] == ["none", "at-fgsm"]
+    assert all("sgd[lr=0.05,momentum=0.9,weight_decay=0.0,nesterov=false]" in row and "from the weights cache" in row
+               for row in rows)
+
+
+def test_a_models_own_optimizer_is_shown_as_it_was_built(tmp_path):
+    from robustbench_lite import run
+
+    frame = run(**{**TINY, "defenses": "none"}, cache_dir=tmp_path / "cache")
+    assert frame.attrs["metadata"]["training"]["mlp/none"]["optimizer"].startswith("adam[lr=0.001,")
+    assert frame.attrs["metadata"]["eps_source"] == "given"
+    default_grid = run(**{**TINY, "defenses": "none", "eps": None}, cache_dir=tmp_path / "cache")
+    assert default_grid.attrs["metadata"]["eps_source"] == "the default of dataset moons"

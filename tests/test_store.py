@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -162,6 +163,21 @@ def _stored(db: Path) -> int:
         return 0
 
 
+def _numbers_and_settings(markdown: list[str]) -> list[str]:
+    """A leaderboard's Markdown less what says how this run got there: the cells it reused and the
+    last column of the settings table (weights loaded from the cache or trained in this run)."""
+    table = markdown.index("## Settings") + 1
+    while not markdown[table].startswith("|"):
+        table += 1
+    kept = []
+    for index, line in enumerate(markdown):
+        if line.startswith("- cells: "):
+            continue
+        in_settings_table = index >= table and all(row.startswith("|") for row in markdown[table:index + 1])
+        kept.append(line.rsplit("|", 2)[0] if in_settings_table else line)
+    return kept
+
+
 def test_kill_9_mid_matrix_then_the_same_command_resumes_and_equals_an_uninterrupted_run(tmp_path):
     # Slow enough cells (PGD-200 on all 1000 moons points) that the kill lands mid-matrix.
     args = ["run", "--epochs", "2", "--quiet", "--device", "cpu", "--defenses", "none,at-fgsm,at-pgd",
@@ -185,9 +201,10 @@ def test_kill_9_mid_matrix_then_the_same_command_resumes_and_equals_an_uninterru
     assert whole.wait(timeout=900) == 0, whole.stderr.read().decode()
     work = json.loads((tmp_path / "killed" / "lb" / "moons.json").read_text())["work"]
     assert work["cells_reused"] >= done_before and work["cells_computed"] + work["cells_reused"] == total
-    for suffix in ("csv", "md"):
-        assert (tmp_path / "killed" / "lb" / f"moons.{suffix}").read_text() == \
-            (tmp_path / "whole" / "lb" / f"moons.{suffix}").read_text()
+    assert (tmp_path / "killed" / "lb" / "moons.csv").read_text() == (tmp_path / "whole" / "lb" / "moons.csv").read_text()
+    resumed_md, whole_md = ((tmp_path / run / "lb" / "moons.md").read_text().splitlines() for run in ("killed", "whole"))
+    assert _numbers_and_settings(resumed_md) == _numbers_and_settings(whole_md)
+    assert f"- cells: {work['cells_computed']} computed in this run, {work['cells_reused']} reused" in "\n".join(resumed_md)
 
 
 def test_the_same_data_read_from_another_path_reuses_weights_and_results(tmp_path, monkeypatch):
