@@ -85,6 +85,14 @@ class Attack(Plugin, abc.ABC):
         ``model`` is in eval mode with its parameters frozen; the attack must not change either.
         """
 
+    def unsupported(self, input_shape: tuple[int, ...], num_classes: int) -> str | None:
+        """Why this attack cannot run on inputs of ``input_shape`` (per point) and ``num_classes`` classes.
+
+        None (the default) where it can. The core asks before anything is trained and refuses the run
+        with the reason, so a limit of the attack is one clear line, not a failure in every cell.
+        """
+        return None
+
 
 class Defense(Plugin, abc.ABC):
     """A training recipe (the loss minimised on each minibatch), optionally with an inference-time part.

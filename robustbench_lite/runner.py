@@ -183,6 +183,14 @@ def _check_attack_targets(threat: Attack, data: Dataset) -> None:
                          f"{data.num_classes} classes; valid ranks: 1 to {data.num_classes - 1}")
 
 
+def _check_attack_inputs(threat: Attack, data: Dataset) -> None:
+    """Refuse an attack that says it cannot take the dataset's inputs or number of classes."""
+    reason = threat.unsupported(data.input_shape, data.num_classes)
+    if reason is not None:
+        raise UsageError(f"attack {threat.label!r} cannot run on dataset {data.name!r} (inputs of shape "
+                         f"{data.input_shape}, {data.num_classes} classes): {reason}; choose other attacks")
+
+
 def resolve_device(device: str) -> torch.device:
     if device not in DEVICES:
         raise UsageError(f"unknown device {device!r}; valid choices: {', '.join(DEVICES)}")
@@ -382,8 +390,9 @@ def run(
     target_index = None if target is None else resolve_target(target, data.classes)
     if target_index is not None:
         threats = [registry.create("attacks", spec, target=target_index) for spec in attack_specs]
-    for threat in threats:  # now that the number of classes is known, before any training
+    for threat in threats:  # now that the inputs and the number of classes are known, before any training
         _check_attack_targets(threat, data)
+        _check_attack_inputs(threat, data)
     n_test = len(data.x_test)
     if n_examples is not None and n_examples > n_test:
         warnings.warn(f"--n-examples {n_examples} exceeds the {n_test} test points; using all {n_test}", stacklevel=2)

@@ -319,6 +319,34 @@ def test_bad_input_is_one_error_line_and_exit_2(tmp_path, files, capsys, extra, 
     assert not [path for path in tmp_path.rglob("*.db") if "not-a-store" not in path.name]  # no empty store
 
 
+IMAGES_ONLY_ATTACK = '''
+from robustbench_lite import Attack, hookimpl
+
+class ImagesOnly(Attack):
+    name = "images-only"
+    description = "an attack that takes images only"
+
+    def unsupported(self, input_shape, num_classes):
+        return None if len(input_shape) == 3 else "it convolves its inputs: images (C, H, W) only"
+
+    def perturb(self, model, x, y, eps):
+        raise AssertionError("never called: the run is refused before any work")
+
+@hookimpl
+def register_attacks(register):
+    register(ImagesOnly)
+'''
+
+
+def test_an_attack_that_cannot_take_the_inputs_is_refused_before_any_work(tmp_path, capsys, install_plugin):
+    install_plugin("rbl-images-only", "rbl_images_only", IMAGES_ONLY_ATTACK)
+    status, _, err = run_fast(tmp_path, capsys, "--attacks", "fgsm,images-only")
+    assert status == 2
+    assert err == ["rbl: error: attack 'images-only' cannot run on dataset 'moons' (inputs of shape (2,), 2 classes): "
+                   "it convolves its inputs: images (C, H, W) only; choose other attacks"]
+    assert not (tmp_path / "cache").exists()
+
+
 @pytest.mark.parametrize("args, expected", [
     (["--db", "{tmp}/missing.db"], "Invalid value for '--db': File '{tmp}/missing.db' does not exist"),
     (["--db", "{files}/not-a-store.db"], "results store '{files}/not-a-store.db' is not a usable SQLite database"),

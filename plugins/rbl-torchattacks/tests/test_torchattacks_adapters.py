@@ -1,6 +1,7 @@
 """The torchattacks adapters: discovery, introspected options, agreement with rbl's FGSM, the Attack contract."""
 
 import inspect
+import re
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from robustbench_lite.registry import Registry
 pytest.importorskip("rbl_torchattacks", reason="rbl-torchattacks is not installed: pip install -e plugins/rbl-torchattacks")
 import torchattacks  # noqa: E402  (a dependency of rbl-torchattacks)
 from rbl_torchattacks import ADAPTATIONS, ADAPTERS, SKIPPED  # noqa: E402
-from rbl_torchattacks.adapters import BUDGET_PARAMETERS, SET_BY_ADAPTER  # noqa: E402
+from rbl_torchattacks.adapters import BUDGET_PARAMETERS, SET_BY_ADAPTER, STEP_PARAMETER  # noqa: E402
 
 # Every adapted attack with settings that keep it under a second on a 4-image batch.
 FAST = [
@@ -67,6 +68,9 @@ def test_options_are_the_constructor_keywords_and_the_table_matches_torchattacks
     assert list(options) == expected
     replaced = dict(adaptation.defaults)
     for name in expected[: len(expected) - adaptation.targeted]:
+        if name == STEP_PARAMETER:  # eps-relative unless set
+            assert options[name].default is None and options[name].type is float
+            continue
         assert options[name].default == replaced.get(name, parameters[name].default)
         assert options[name].type is type(options[name].default)
     supported_modes = cls(small_model()).supported_mode
@@ -77,7 +81,8 @@ def test_options_are_the_constructor_keywords_and_the_table_matches_torchattacks
 
 def test_options_read_well_and_validate():
     options = {option.name: option for option in rbl.get_attack("ta-pgd").options}
-    assert options["alpha"].help == "step size." and options["alpha"].default == pytest.approx(2 / 255)
+    assert options["alpha"].help == "step size; default: 2.5 * eps / steps (torchattacks' ratio at its defaults)"
+    assert options["alpha"].default is None
     assert options["random_start"].type is bool and options["steps"].type is int
     assert rbl.get_attack("ta-cw", c=0.5).c == 0.5  # a real-valued option despite torchattacks' integer default
     assert rbl.get_attack("ta-pgd[steps=3,target=2]").label == "ta-pgd[steps=3,target=2]"
@@ -144,8 +149,82 @@ def test_targeted_mode_pushes_inputs_towards_the_target():
 def test_rgb_only_attacks_refuse_other_inputs_clearly():
     model = nn.Sequential(nn.Flatten(), nn.Linear(256, 10)).eval().requires_grad_(False)
     x, y = images(model, channels=1)
-    with pytest.raises(ValueError, match=r"ta-tifgsm works on RGB images \(N, 3, H, W\) only"):
+    with pytest.raises(ValueError, match=r"ta-tifgsm cannot attack inputs of shape \(4, 1, 16, 16\): torchattacks' "
+                                         r"implementation takes RGB images \(3, H, W\) only"):
         rbl.get_attack("ta-tifgsm").perturb(model, x, y, 0.1)
+
+
+def moons_model() -> nn.Module:
+    torch.manual_seed(5)
+    return nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 2)).eval().requires_grad_(False)
+
+
+def mnist_model() -> nn.Module:
+    torch.manual_seed(5)
+    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10)).eval().requires_grad_(False)
+
+
+SHAPES = {"moons": (moons_model, (2,)), "mnist": (mnist_model, (1, 28, 28))}
+
+
+@pytest.mark.parametrize("data", SHAPES)
+@pytest.mark.parametrize("spec", FAST)
+def test_every_adapter_runs_on_moons_and_mnist_shapes_or_says_why_not(spec, data):
+    """2-class feature vectors and 10-class grey images: the attack keeps the contract, or refuses with its reason."""
+    build, shape = SHAPES[data]
+    model = build()
+    x = torch.rand(8, *shape)
+    y = model(x).argmax(1)
+    attack = rbl.get_attack(spec)
+    eps = 0.5 if attack.norm == "l2" else 0.1
+    reason = attack.unsupported(shape, model(x[:1]).shape[1])
+    if reason is not None:
+        with pytest.raises(ValueError, match=re.escape(reason)):
+            attack.perturb(model, x, y, eps)
+        return
+    x_adv = attack.perturb(model, x, y, eps)
+    check_bounds(x_adv, x, eps, attack.norm)
+
+
+def test_only_the_attacks_torchattacks_limits_are_refused_on_these_shapes():
+    refused = {
+        data: sorted(spec.partition("[")[0] for spec in FAST
+                     if rbl.get_attack(spec).unsupported(shape, build()(torch.rand(1, *shape)).shape[1]))
+        for data, (build, shape) in SHAPES.items()
+    }
+    assert refused["mnist"] == ["ta-pifgsm", "ta-pifgsmpp", "ta-tifgsm"]  # RGB only
+    assert refused["moons"] == ["ta-apgdt", "ta-apgdt-l2", "ta-autoattack", "ta-difgsm",  # DLR-targeted, resizing
+                                "ta-pifgsm", "ta-pifgsmpp", "ta-tifgsm"]
+
+
+def test_rbl_run_refuses_an_attack_the_dataset_does_not_suit_before_training(tmp_path, capsys):
+    status = main(["run", "--attacks", "fgsm,ta-apgdt", "--out", str(tmp_path), "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert ("attack 'ta-apgdt' cannot run on dataset 'moons' (inputs of shape (2,), 2 classes): its loss needs at "
+            "least 4 classes") in err
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.filterwarnings("ignore:ta-pgd.alpha=0.01")  # the set step, on purpose
+@pytest.mark.parametrize("eps", [8 / 255, 0.3])
+@pytest.mark.parametrize("steps", [10, 40])
+def test_ta_pgd_steps_follow_eps_by_rbls_rule_unless_set(eps, steps):
+    """2.5 * eps / steps, rbl's own pgd rule (torchattacks' 2/255 at 8/255 and 10 steps), instead of a fixed 2/255."""
+    model = small_model()
+    x, y = images(model, n=16)
+    ours = rbl.get_attack("ta-pgd", steps=steps, random_start=False).perturb(model, x, y, eps)
+    reference = torchattacks.PGD(model, eps=eps, alpha=2.5 * eps / steps, steps=steps, random_start=False)(x, y)
+    assert torch.equal(ours, reference)
+    fixed = torchattacks.PGD(model, eps=eps, alpha=0.01, steps=steps, random_start=False)(x, y)
+    assert torch.equal(rbl.get_attack("ta-pgd", steps=steps, alpha=0.01, random_start=False).perturb(model, x, y, eps), fixed)
+
+
+def test_a_set_step_too_small_to_reach_eps_warns():
+    model = small_model()
+    x, y = images(model)
+    with pytest.warns(UserWarning, match=r"ta-pgd\[alpha=0\.01\]: 10 step\(s\) of 0\.01 reach 0\.1, short of eps 0\.3"):
+        rbl.get_attack("ta-pgd", alpha=0.01).perturb(model, x, y, 0.3)
 
 
 def test_rbl_run_with_ta_pgd_writes_its_leaderboard_row(tmp_path, capsys):
