@@ -46,7 +46,7 @@ from .errors import DatasetMissingError, DiskFullError, UsageError
 from .evaluation import PassCounter, adversarial_predictions, defended, model_unchanged, predict
 from .leaderboard import WORST_CASE
 from .interfaces import Attack, Dataset, DatasetLoader, Defense, ModelBuilder, Normalize, digest
-from .optimizers import canonical_optimizer, describe_optimizer
+from .optimizers import canonical_optimizer
 from .options import (
     MAX_EOT, MAX_EPOCHS, SEED_MAX, PluginSpec, format_value, real_number, seed_range, split_spec_list,
 )
@@ -639,7 +639,7 @@ def _run_job(job: _Job, context: _JobContext, bars: Display) -> _JobResult:
                 **({"val_robust_accuracy": record.val_robust_accuracy, "best_epoch": record.best_epoch}
                    if config.early_stop is not None else {}),
                 **({"trained_as": job.trainer.label} if job.trainer is not recipe else {}),
-                "optimizer": config.optimizer or describe_optimizer(job.builder.optimizer(model.parameters())),
+                "optimizer": record.optimizer or config.optimizer or "the model's own (not recorded by older versions)",
             }
             cells += _evaluate_defense(model, record.key, job.builder, recipe, context.threats, settings, evaluations)
     return _JobResult(cells, trainings, evaluations, settings.work())

@@ -24,7 +24,7 @@ from torch import nn
 from .atomic import atomic_target
 from .errors import RblError
 from .interfaces import Dataset, Defense, ModelBuilder, TrainingContext, digest
-from .optimizers import build_optimizer
+from .optimizers import build_optimizer, describe_optimizer
 from .plugin_code import code_digest
 
 ProgressCallback = Callable[[int], None]
@@ -59,6 +59,7 @@ class TrainingHistory:
     epoch_lrs: list[float] = field(default_factory=list)  # the lr each epoch trained with
     val_robust_accuracy: list[float] = field(default_factory=list)  # % per epoch, early stopping only
     best_epoch: int | None = None  # 1-based epoch whose weights were kept, early stopping only
+    optimizer: str = ""  # what it trained with, e.g. adam[lr=0.001,...]; "" in checkpoints of older versions
 
 
 @dataclass(kw_only=True)
@@ -164,7 +165,7 @@ def train(
     scheduler = make_scheduler(optimizer, config)
     shuffle = torch.Generator().manual_seed(config.seed)
     n = len(data.x_train)
-    result = TrainingHistory()
+    result = TrainingHistory(optimizer=describe_optimizer(optimizer))
     best_state: dict[str, torch.Tensor] | None = None
     best_accuracy, stale = -math.inf, 0
     model.train()

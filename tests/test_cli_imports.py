@@ -98,3 +98,19 @@ def test_a_broken_plugin_is_reported_again_from_the_cached_listing(install_plugi
         assert main(["list", "models"]) == 0
         assert capsys.readouterr().err == ("rbl: warning: plugin 'rbl_broken_plugin' from distribution rbl-broken "
                                            "1.2.3 was skipped: RuntimeError: no GPU driver\n")
+
+
+TRAINING_ONLY = ("torch._dynamo", "torchvision")  # torch.optim's constructors import torch._dynamo: 1.8 s here
+
+
+def test_a_fully_cached_rerun_builds_no_optimizer_and_imports_no_torchvision(tmp_path):
+    """The re-run only reads weights and stored cells: what training needs (an optimizer pulls in
+    torch._dynamo) and torchvision (only for its datasets) stay unimported."""
+    probe = PROBE.replace(repr(HEAVY), repr(TRAINING_ONLY))
+    args = ["run", "--epochs", "1", "--n-examples", "16", "--defenses", "none", "--quiet",
+            "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "weights")]
+    environment = {**os.environ, "RBL_CACHE_DIR": str(tmp_path / "catalogue")}
+    runs = [json.loads(subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True,
+                                      env=environment, check=True).stdout.splitlines()[-1]) for _ in range(2)]
+    assert runs[0] == {"status": 0, "heavy": ["torch._dynamo"]}  # the first trains: the probe sees the import
+    assert runs[1] == {"status": 0, "heavy": []}
