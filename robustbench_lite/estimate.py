@@ -18,6 +18,7 @@ from torch import nn
 
 from .errors import DatasetMissingError
 from .interfaces import Attack, Dataset, DatasetLoader, Defense, ModelBuilder
+from .options import budget_text
 from .progress import clock
 
 # Above this many estimated seconds on a CPU, the run warns before it starts.
@@ -68,7 +69,7 @@ class RunPlan:
     def lines(self) -> list[str]:
         """The plan as a person reads it: the matrix, per trained model what it costs, and the total."""
         defenses = sorted({name for job in self.jobs for name in job.defenses})
-        eps = ", ".join(f"{value:g}" for value in self.grid)
+        eps = ", ".join(budget_text(value) for value in self.grid)
         text = [f"plan: {self.dataset}, {self.n_eval} of {self.n_test} test points, eps {eps}, on {self.device}",
                 f"matrix: {len({job.model for job in self.jobs})} model(s) x {len(defenses)} defense(s) x "
                 f"{len(self.attacks)} attack(s) x {len(self.grid)} eps = {self.cells} cells (worst case and "

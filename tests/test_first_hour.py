@@ -230,3 +230,10 @@ def test_a_models_own_optimizer_is_shown_as_it_was_built(tmp_path):
     assert frame.attrs["metadata"]["eps_source"] == "given"
     default_grid = run(**{**TINY, "defenses": "none", "eps": None}, cache_dir=tmp_path / "cache")
     assert default_grid.attrs["metadata"]["eps_source"] == "the default of dataset moons"
+
+
+def test_the_plan_writes_budgets_as_they_were_given(tmp_path, capsys):
+    status = main(["run", "--defenses", "none", "--attacks", "fgsm", "--eps", "0,8/255,0.1", "--dry-run",
+                   "--out", str(tmp_path)])
+    assert status == 0
+    assert "test points, eps 0, 8/255, 0.1, on " in capsys.readouterr().out.splitlines()[0]
