@@ -47,6 +47,7 @@ from .evaluation import PassCounter, adversarial_predictions, defended, model_un
 from .leaderboard import WORST_CASE
 from .interfaces import Attack, Dataset, DatasetLoader, Defense, ModelBuilder, Normalize, digest
 from .optimizers import canonical_optimizer
+from .outputs import OutputTypeError, output_adapter
 from .options import (
     MAX_EOT, MAX_EPOCHS, SEED_MAX, PluginSpec, format_value, real_number, seed_range, split_spec_list,
 )
@@ -221,16 +222,29 @@ def _unique(plugins: list[Any], kind: str) -> list[Any]:
 
 
 def build_model(builder: ModelBuilder, data: Dataset, seed: int) -> nn.Module:
-    """A fresh network for ``data`` behind the dataset's normalisation, initialised from ``seed``."""
+    """A fresh network for ``data`` behind the dataset's normalisation, initialised from ``seed``, and
+    followed by a :class:`~robustbench_lite.outputs.Logits` where its forward does not return logits."""
     torch.manual_seed(seed)
     network = builder.build(data.input_shape, data.num_classes)
-    return nn.Sequential(OrderedDict(normalize=Normalize(data.mean, data.std, data.input_shape), net=network))
+    model = nn.Sequential(OrderedDict(normalize=Normalize(data.mean, data.std, data.input_shape), net=network))
+    # One eval-mode forward shows the output's form; its random draws, if any, are not the run's,
+    # and every submodule gets back the mode the builder left it in.
+    modes = [(module, module.training) for module in model.modules()]
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        adapter = output_adapter(model.eval()(data.x_test[:2]), data.num_classes, builder.label)
+    for module, training in modes:
+        module.training = training
+    if adapter is not None:
+        model.add_module("logits", adapter)
+    return model
 
 
 def _model_for(builder: ModelBuilder, data: Dataset, seed: int, choice: DatasetChoice) -> nn.Module:
     """:func:`build_model`, its shape errors naming the dataset in use and how to change it."""
     try:
         return build_model(builder, data, seed)
+    except OutputTypeError:
+        raise
     except UsageError as error:
         raise shape_hint(error, builder, choice, data.name) from None
 

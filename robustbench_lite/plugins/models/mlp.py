@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from robustbench_lite.hookspecs import Register, hookimpl
 from robustbench_lite.interfaces import ModelBuilder
+from robustbench_lite.outputs import Logits
 
 from ._common import require_features
 
 HIDDEN = 100
-
-
-class TwoClassLogits(nn.Module):
-    """Turns the single logit z of a binary classifier into the two-class logits [0, z].
-
-    softmax([0, z]) = [1 - sigmoid(z), sigmoid(z)], so cross-entropy on these logits equals the
-    binary cross-entropy of the 1-logit model, and the harness can treat it like any classifier.
-    """
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.cat([torch.zeros_like(z), z], dim=1)
 
 
 class MLP(ModelBuilder):
@@ -38,8 +27,8 @@ class MLP(ModelBuilder):
             nn.Linear(HIDDEN, HIDDEN), nn.ELU(),
             nn.Linear(HIDDEN, 1 if binary else num_classes),
         ]
-        if binary:
-            layers.append(TwoClassLogits())
+        if binary:  # [0, z]: cross-entropy on it is the binary cross-entropy of the one logit z
+            layers.append(Logits("single-logit"))
         return nn.Sequential(*layers)
 
 
