@@ -11,7 +11,6 @@ broken plugins are kept in it and shown again on every read, so no failure is ca
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata as metadata
 import importlib.util
 import inspect
 import json
@@ -25,8 +24,8 @@ from typing import Any
 
 from .atomic import atomic_target
 from .choices import PLUGIN_KINDS
+from .entry_points import selected_entry_points
 from .errors import PluginLoadWarning
-from .hookspecs import PROJECT
 
 FORMAT = 1  # of the cached file; another format is rebuilt, not read
 STALE_SECONDS = 7 * 24 * 3600  # listings of other installations kept a week (virtual environments side by side)
@@ -118,7 +117,7 @@ def _cache_folder() -> Path:
 def _installation_key() -> str:
     parts: list[Any] = [FORMAT, sys.version]
     packages = set()
-    for entry_point in sorted(metadata.entry_points(group=PROJECT), key=lambda point: (point.name, point.value)):
+    for entry_point in sorted(selected_entry_points(), key=lambda point: (point.name, point.value)):
         dist = entry_point.dist
         parts.append([entry_point.name, entry_point.value, dist.name if dist else None, dist.version if dist else None])
         packages.add(entry_point.module.partition(".")[0])

@@ -20,6 +20,7 @@ import click
 import pluggy
 
 from . import hookspecs
+from .entry_points import selected_entry_points
 from .choices import PLUGIN_KINDS
 from .errors import PluginLoadWarning, UsageError, unknown_choice
 from .interfaces import Attack, DatasetLoader, Defense, ModelBuilder, Plugin
@@ -53,11 +54,11 @@ class PluginInfo:
 
 
 class Registry:
-    """All plugins found in the given entry points (by default, every installed one)."""
+    """All plugins found in the given entry points (by default, every installed one RBL_PLUGINS lets load)."""
 
     def __init__(self, entry_points: Iterable[metadata.EntryPoint] | None = None) -> None:
         if entry_points is None:
-            entry_points = metadata.entry_points(group=hookspecs.PROJECT)
+            entry_points = selected_entry_points()
         self._manager = pluggy.PluginManager(hookspecs.PROJECT)
         self._manager.add_hookspecs(hookspecs)
         self._plugins: dict[str, dict[str, PluginInfo]] = {kind: {} for kind in KINDS}

@@ -92,3 +92,42 @@ def register_commands(cli):
 ''')
     assert main(["hello", "lsa"]) == 0
     assert capsys.readouterr().out == "hello lsa\n"
+
+
+@pytest.mark.parametrize("setting, loaded", [
+    (None, {"noise-a", "noise-b"}),
+    ("rbl-noise-a", {"noise-a"}),
+    ("RBL_Noise.A, rbl-noise-b", {"noise-a", "noise-b"}),  # distribution names compare as pip compares them
+    ("-rbl_noise_a", {"noise-b"}),
+    ("", set()),
+])
+def test_rbl_plugins_selects_the_distributions_that_load_besides_the_built_ins(install_plugin, monkeypatch,
+                                                                               setting, loaded):
+    install_plugin("rbl-noise-a", "rbl_noise_a", PLUGIN_SOURCE.format(name="noise-a"))
+    install_plugin("rbl-noise-b", "rbl_noise_b", PLUGIN_SOURCE.format(name="noise-b"))
+    if setting is not None:
+        monkeypatch.setenv("RBL_PLUGINS", setting)
+    attacks = set(Registry().infos("attacks"))
+    assert attacks & {"noise-a", "noise-b"} == loaded
+    assert {"fgsm", "pgd"} <= attacks
+
+
+@pytest.mark.parametrize("setting, error", [
+    ("rbl-nope", "RBL_PLUGINS names 'rbl-nope', not an installed plugin distribution; installed: "),
+    ("rbl-noise-a,-rbl-noise-b", "both names distributions to load and, with '-', ones to leave out"),
+    ("-robustbench-lite", "RBL_PLUGINS cannot leave out robustbench-lite: its built-in plugins always load"),
+])
+def test_a_bad_rbl_plugins_is_one_error_line_for_every_command(install_plugin, monkeypatch, tmp_path, capsys,
+                                                               setting, error):
+    from robustbench_lite.cli import main
+
+    install_plugin("rbl-noise-a", "rbl_noise_a", PLUGIN_SOURCE.format(name="noise-a"))
+    install_plugin("rbl-noise-b", "rbl_noise_b", PLUGIN_SOURCE.format(name="noise-b"))
+    monkeypatch.setenv("RBL_PLUGINS", setting)
+    monkeypatch.setenv("RBL_CACHE_DIR", str(tmp_path))
+    for command in (["list"], ["run", "--dry-run", "--out", str(tmp_path / "out")]):
+        assert main(command) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith("rbl: error: ") and error in line
+    with pytest.raises(UsageError, match="RBL_PLUGINS"):
+        Registry()
