@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from .errors import UsageError
 
 STALE_SECONDS = 3600.0  # a temporary file untouched this long belongs to a killed process, not to a write in flight
 _TEMPORARY = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")  # the names atomic_target gives its temporary files
@@ -56,3 +59,13 @@ def remove_stale_temporaries(folder: Path, older_than: float = STALE_SECONDS) ->
 def nearest_existing(path: Path) -> Path:
     """``path``, or the closest of its parents that exists: where creating ``path`` as a folder would begin."""
     return next(candidate for candidate in (path, *path.parents) if candidate.exists())
+
+
+def ensure_writable(out_dir: Path) -> None:
+    """Create ``out_dir`` or raise a UsageError naming it, before any work is done."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as error:
+        raise UsageError(f"output folder {str(out_dir)!r} is not writable: {error.strerror or error}") from None

@@ -14,3 +14,4 @@ PRECISIONS = ("fp32", "bf16")
 PROGRESS_MODES = ("auto", "rich", "plain", "none")
 LEADERBOARD_FORMATS = ("md", "csv", "json")  # the files of a leaderboard
 SITE_FORMATS = ("html", "robustbench", "long-csv")  # what `rbl leaderboard --format` also renders
+WORST_CASE = "worst-case"  # the attack label of the per-point worst case over every attack

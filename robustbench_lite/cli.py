@@ -298,7 +298,8 @@ def leaderboard_command(
 ) -> None:
     """Render the leaderboard of a run from its results store (or merge the stores of several shards)."""
     from . import site as sites
-    from .leaderboard import ensure_writable, refuse_another_run, render, write
+    from .atomic import ensure_writable
+    from .leaderboard import refuse_another_run, render, write
     from .runner import cells_frame
 
     records, metadata = _finished_run(dbs, name, run_id, allow_partial)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,9 @@ import pandas as pd
 
 from . import plot, sanity
 from .atomic import atomic_target, temporary_path
-from .choices import LEADERBOARD_FORMATS
+from .choices import LEADERBOARD_FORMATS, WORST_CASE
 from .errors import UsageError
 
-WORST_CASE = "worst-case"
 FORMATS = LEADERBOARD_FORMATS
 DEFAULT_NAME_MAX = 255  # bytes per file name where the file system does not say (ext4, APFS, NTFS)
 WILSON_Z = 1.959964  # the standard normal quantile of a two-sided 95% interval
@@ -51,16 +49,6 @@ def with_intervals(cells: pd.DataFrame) -> pd.DataFrame:
         for correct, n in zip(cells["correct"], cells["n"])
     ]
     return cells.assign(ci_low=[low for low, _ in bounds], ci_high=[high for _, high in bounds])
-
-
-def ensure_writable(out_dir: Path) -> None:
-    """Create ``out_dir`` or raise a UsageError naming it, before any work is done."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out_dir):
-            pass
-    except OSError as error:
-        raise UsageError(f"output folder {str(out_dir)!r} is not writable: {error.strerror or error}") from None
 
 
 # What makes two runs the same benchmark: the sidecar fields that decide its rows and numbers.

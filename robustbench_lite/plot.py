@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 # The module, not its names: leaderboard.write calls leaderboard_plots, and the import cycle must resolve.
-from . import leaderboard
-from .atomic import atomic_target
+from .atomic import atomic_target, ensure_writable
+from .choices import WORST_CASE
 from .attack_utils import frozen
 from .errors import UsageError
 from .evaluation import adversarial_predictions, guarded_perturb, model_unchanged, predict
@@ -46,7 +46,7 @@ def check_output(path: Path) -> None:
     """Raise UsageError unless ``path`` ends in .png or .svg and its folder is writable (created if missing)."""
     if path.suffix.lower() not in FORMATS:
         raise UsageError(f"plot file {str(path)!r} must end in .png or .svg (the suffix chooses the format)")
-    leaderboard.ensure_writable(path.parent)
+    ensure_writable(path.parent)
 
 
 def read_cells(path: Path) -> pd.DataFrame:
@@ -173,7 +173,7 @@ def _accuracy_figure(cells: pd.DataFrame, title: str | None) -> Figure:
     positions = grid if to_scale else list(range(len(grid)))
     eps_label = "ε" if to_scale else "ε (grid points, not to scale)"
     rows = list(cells[["model", "defense"]].drop_duplicates().itertuples(index=False, name=None))
-    worst = leaderboard.WORST_CASE
+    worst = WORST_CASE
     attacks = [attack for attack in cells["attack"].unique() if attack != worst]
     colors = {attack: f"C{index % 10}" for index, attack in enumerate(attacks)}
 

@@ -40,11 +40,10 @@ from torch import nn
 
 from . import leaderboard, probes
 from .acceleration import Acceleration, device_tuning
-from .atomic import nearest_existing, remove_stale_temporaries
-from .choices import DEVICES, EXECUTORS, LR_SCHEDULES
+from .atomic import ensure_writable, nearest_existing, remove_stale_temporaries
+from .choices import DEVICES, EXECUTORS, LR_SCHEDULES, WORST_CASE
 from .errors import DatasetMissingError, DiskFullError, UsageError
 from .evaluation import PassCounter, adversarial_predictions, defended, model_unchanged, predict
-from .leaderboard import WORST_CASE
 from .interfaces import Attack, Dataset, DatasetLoader, Defense, ModelBuilder, Normalize, digest
 from .optimizers import canonical_optimizer
 from .outputs import OutputTypeError, output_adapter
@@ -383,7 +382,7 @@ def run(
     torch_device = resolve_device(device)
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
-        leaderboard.ensure_writable(out_dir)
+        ensure_writable(out_dir)
     shard_index, shard_count = parse_shard(shard)
     # Jobs are dealt to shards in turn, so that every shard gets a share of each model.
     all_jobs = _jobs(builders, recipes, trainers)

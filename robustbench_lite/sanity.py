@@ -40,6 +40,7 @@ from typing import Any
 
 import pandas as pd
 
+from .choices import WORST_CASE
 from .interfaces import BLACK_BOX_FAMILIES, WHITE_BOX_FAMILIES
 
 LARGE_EPS = 0.5  # l-inf budget from which the constant image 0.5 is in every ball
@@ -82,7 +83,6 @@ def check(cells: pd.DataFrame, metadata: Mapping[str, Any] | None = None) -> dic
     ``metadata`` is the run's (``cells.attrs["metadata"]`` by default). Without it, the checks
     that need attack families, the number of classes or the runner's probes are skipped.
     """
-    from .leaderboard import WORST_CASE  # here, not at the top: the leaderboard imports this module
 
     if metadata is None:
         metadata = cells.attrs.get("metadata") or {}

@@ -22,7 +22,9 @@ from markupsafe import Markup
 
 from .choices import SITE_FORMATS
 from .errors import UsageError
-from .leaderboard import WORST_CASE, _write_text, ensure_writable, ranking
+from .atomic import ensure_writable
+from .choices import WORST_CASE
+from .leaderboard import _write_text, ranking
 from .runner import cells_frame
 
 FORMATS = SITE_FORMATS

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from robustbench_lite import sanity
-from robustbench_lite.leaderboard import WORST_CASE, ranking, write
+from robustbench_lite.choices import WORST_CASE
+from robustbench_lite.leaderboard import ranking, write
 
 EPS = (0.0, 0.1, 0.2, 0.3)
 ATTACKS = {

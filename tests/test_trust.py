@@ -15,7 +15,8 @@ import torch
 import robustbench_lite as rbl
 from robustbench_lite.evaluation import ModelChangedError, guarded_perturb, model_unchanged
 from robustbench_lite.attack_utils import AttackBoundsError
-from robustbench_lite.leaderboard import WORST_CASE, accuracy_table, partial_reason, ranking
+from robustbench_lite.choices import WORST_CASE
+from robustbench_lite.leaderboard import accuracy_table, partial_reason, ranking
 
 HOSTILE = (Path(__file__).parent / "hostile" / "rbl_hostile.py").read_text()
 DATA = "synthetic[n_train=256,n_test=96]"

@@ -10,7 +10,7 @@ import torch
 
 from robustbench_lite import UsageError, default_registry, trained_model
 from robustbench_lite.cli import BUDGET
-from robustbench_lite.leaderboard import ensure_writable
+from robustbench_lite.atomic import ensure_writable
 from robustbench_lite.plan import choose_dataset
 from robustbench_lite.choices import DEVICES
 
