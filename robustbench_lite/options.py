@@ -191,3 +191,39 @@ def split_spec_list(text: str) -> list[PluginSpec]:
     if not specs:
         raise UsageError(f"empty plugin list {text!r}")
     return specs
+
+
+OPTION_TYPES = (int, float, bool, str)
+
+
+def declaration_problems(owner: type) -> list[str]:
+    """What is wrong with the options a plugin class declares; empty where nothing is.
+
+    Checked when the plugin registers, so that a bad declaration fails there, naming the option,
+    instead of at some later use: every option an Option of a supported type, under a unique
+    identifier that does not shadow an attribute of the class (an option becomes an attribute of
+    the instance: one named ``norm`` or ``label`` would silently replace the class's), with a
+    default that passes its own checks.
+    """
+    problems, seen = [], set()
+    for option in owner.options:
+        if not isinstance(option, Option):
+            problems.append(f"{option!r} is not an Option")
+            continue
+        name = option.name
+        if not (isinstance(name, str) and name.isidentifier()) or name in seen:
+            problems.append(f"option name {name!r} is not a unique Python identifier")
+        elif hasattr(owner, name):
+            problems.append(f"option {name!r} would shadow the class attribute {owner.__name__}.{name}")
+        seen.add(name)
+        if option.type not in OPTION_TYPES:
+            problems.append(f"option {name!r} has type {getattr(option.type, '__name__', option.type)!r}; "
+                            f"supported: {', '.join(kind.__name__ for kind in OPTION_TYPES)}")
+        elif option.default is not None:
+            try:
+                if option.coerce(option.default, owner.__name__) != option.default:
+                    problems.append(f"option {name!r} has a default {option.default!r} that is not of type "
+                                    f"{option.type.__name__}")
+            except UsageError as error:
+                problems.append(f"the default of {error}")
+    return problems

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata as metadata
+import inspect
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,11 +21,11 @@ import click
 import pluggy
 
 from . import hookspecs
-from .entry_points import selected_entry_points
 from .choices import PLUGIN_KINDS
+from .entry_points import selected_entry_points
 from .errors import PluginLoadWarning, UsageError, unknown_choice
 from .interfaces import Attack, DatasetLoader, Defense, ModelBuilder, Plugin
-from .options import PluginSpec
+from .options import PluginSpec, declaration_problems
 from .plugin_code import code_digest
 
 KINDS: dict[str, type[Plugin]] = dict(zip(PLUGIN_KINDS, (Attack, Defense, ModelBuilder, DatasetLoader), strict=True))
@@ -99,6 +100,10 @@ class Registry:
         for attribute in ("name", "description"):
             if not isinstance(getattr(cls, attribute, None), str):
                 raise TypeError(f"{cls.__name__} must define a string class attribute {attribute!r}")
+        # Options computed on first use (a descriptor, as rbl-torchattacks' are) are not read here: reading
+        # them would import what the descriptor defers.
+        if isinstance(inspect.getattr_static(cls, "options"), tuple) and (problems := declaration_problems(cls)):
+            raise TypeError(f"{cls.__name__} declares bad options: {'; '.join(problems)}")
         info = PluginInfo(cls, distribution, version)
         existing = self._plugins[kind].get(cls.name)
         if cls.name in self._conflicts[kind]:

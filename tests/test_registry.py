@@ -131,3 +131,51 @@ def test_a_bad_rbl_plugins_is_one_error_line_for_every_command(install_plugin, m
         assert line.startswith("rbl: error: ") and error in line
     with pytest.raises(UsageError, match="RBL_PLUGINS"):
         Registry()
+
+
+DECLARING_PLUGIN = '''
+import torch
+from robustbench_lite import Attack, Option, hookimpl
+
+class Declaring(Attack):
+    name = "declaring"
+    description = "an attack whose options are under test"
+    options = ({options},)
+
+    def perturb(self, model, x, y, eps):
+        return x.clone()
+
+@hookimpl
+def register_attacks(register):
+    register(Declaring)
+'''
+
+
+@pytest.mark.parametrize("options, problem", [
+    ('Option("label", str, "a", "shadows the label property")', "option 'label' would shadow the class attribute "
+                                                                "Declaring.label"),
+    ('Option("norm", str, "l2", "shadows the class norm")', "option 'norm' would shadow the class attribute"),
+    ('Option("parts", list, None, "a list")', "option 'parts' has type 'list'; supported: int, float, bool, str"),
+    ('Option("steps", int, 0, "n", minimum=1)', "the default of option 'steps' of Declaring must be >= 1, got 0"),
+    ('Option("steps", int, 2.5, "n")', "the default of option 'steps' of Declaring must be of type int, got 2.5"),
+    ('Option("rate", float, "fast", "r")', "must be of type float, got 'fast'"),
+    ('Option("my step", int, 1, "n")', "option name 'my step' is not a unique Python identifier"),
+    ('Option("k", int, 1, "n"), Option("k", int, 2, "n")', "option name 'k' is not a unique Python identifier"),
+])
+def test_bad_option_declarations_skip_the_plugin_at_registration_naming_the_option(install_plugin, options, problem):
+    install_plugin("rbl-declaring", "rbl_declaring", DECLARING_PLUGIN.format(options=options))
+    with pytest.warns(PluginLoadWarning, match="from distribution rbl-declaring 1.2.3 was skipped: TypeError: "
+                                              "Declaring declares bad options: ") as warned:
+        registry = Registry()
+    assert problem in str(warned[0].message)
+    assert "declaring" not in registry.infos("attacks") and "pgd" in registry.infos("attacks")
+
+
+def test_good_option_declarations_register():
+    install = 'Option("steps", int, 3, "n", minimum=1), Option("rate", float, 0.5, "r"), Option("target", int, None, "t")'
+    source = DECLARING_PLUGIN.format(options=install)
+    namespace: dict = {}
+    exec(compile(source, "declaring", "exec"), namespace)
+    from robustbench_lite.options import declaration_problems
+
+    assert declaration_problems(namespace["Declaring"]) == []
