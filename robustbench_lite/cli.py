@@ -57,6 +57,35 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     print(f"rbl: warning: {message}", file=sys.stderr)
 
 
+def trained_model_options(command):
+    """The options that decide which trained model a command uses (and so its weights-cache entry): one
+    declaration for `rbl run`, `rbl plot` and plugins' commands such as `rbl lsa`, so each reaches the
+    models the others trained. The command receives epochs, batch_size, train_eps, lr_schedule,
+    early_stop, optimizer, seed, device and cache_dir."""
+    options = [
+        click.option("--epochs", type=int, default=None, help="Training epochs. [default: the dataset's]"),
+        click.option("--batch-size", type=int, default=128, show_default=True, help="Batch size for training and attacks."),
+        click.option("--train-eps", type=BUDGET, default=None,
+                     help="Training eps of adversarial defenses. [default: the dataset's]"),
+        click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="none", show_default=True,
+                     help="Per-epoch learning-rate schedule: cosine annealing to 0, or step (x0.1 after 50% and 75% of "
+                          "the epochs)."),
+        click.option("--early-stop", type=int, default=None, metavar="K",
+                     help="Keep the epoch with the best PGD-10 robust accuracy on the last 10% of the training set "
+                          "(then held out); stop after K epochs without improvement. [default: off]"),
+        click.option("--optimizer", default=None, metavar="SPEC",
+                     help="Train every model with this optimizer instead of its own: sgd[lr=,momentum=,weight_decay=,"
+                          "nesterov=], adam[lr=,weight_decay=] or adamw[lr=,weight_decay=]. [default: each model's]"),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True),
+        click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+                     help="Trained-weights cache. [default: $RBL_CACHE_DIR or ~/.cache/robustbench_lite]"),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def _acceleration_options(command):
     """The model's precision, memory format and compilation, shared by `rbl run` and `rbl bench`."""
     options = [
@@ -131,21 +160,12 @@ def cli(context: click.Context) -> None:
               help="Dataset spec, e.g. mnist or 'npz[path=FILE]'. [default: the one the models are meant for "
                    "(listed below), else moons]")
 @click.option("--n-examples", type=int, default=None, help="Evaluate on the first N test points. [default: all]")
-@click.option("--epochs", type=int, default=None, help="Training epochs. [default: the dataset's]")
-@click.option("--batch-size", type=int, default=128, show_default=True, help="Batch size for training and attacks.")
-@click.option("--train-eps", type=BUDGET, default=None, help="Training eps of adversarial defenses. [default: the dataset's]")
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@trained_model_options
 @click.option("--data-dir", type=click.Path(path_type=Path), default=Path("data"), show_default=True,
               help="Where torchvision datasets live (downloaded there when online).")
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
-              help="Trained-weights cache. [default: $RBL_CACHE_DIR or ~/.cache/robustbench_lite]")
 @click.option("--no-cache", is_flag=True,
               help="Always train and attack: neither read nor write cached weights, nor reuse stored results.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("leaderboards"), show_default=True)
-@click.option("--optimizer", default=None, metavar="SPEC",
-              help="Train every model with this optimizer instead of its own: sgd[lr=,momentum=,weight_decay=,nesterov=], "
-                   "adam[lr=,weight_decay=] or adamw[lr=,weight_decay=]. [default: each model's]")
 @click.option("--db", type=click.Path(path_type=Path), default=None,
               help="Results store (SQLite): finished cells are reused from it, so a crashed run resumes. [default: OUT/results.db]")
 @click.option("--shard", default=None, metavar="I/N",
@@ -155,11 +175,6 @@ def cli(context: click.Context) -> None:
 @click.option("--target", default=None, help="Targeted mode: push every input towards this class (name or index).")
 @click.option("--eot", type=int, default=8, show_default=True,
               help="Gradient samples per step (EOT) in the adaptive evaluation of randomized models.")
-@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="none", show_default=True,
-              help="Per-epoch learning-rate schedule: cosine annealing to 0, or step (x0.1 after 50% and 75% of the epochs).")
-@click.option("--early-stop", type=int, default=None, metavar="K",
-              help="Keep the epoch with the best PGD-10 robust accuracy on the last 10% of the training set "
-                   "(then held out); stop after K epochs without improvement. [default: off]")
 @click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
               help="ray: each trained model's job is a Ray task (one GPU each on CUDA), on the cluster RAY_ADDRESS "
                    "names or a local one; needs the [ray] extra.")
@@ -400,25 +415,13 @@ def _attacked_model_options(command):
         click.option("--data-dir", type=click.Path(path_type=Path), default=Path("data"), show_default=True,
                      help="Where torchvision datasets live (downloaded there when online)."),
         *ONE_PLUGIN_OPTIONS,
-        click.option("--epochs", type=int, default=None, help="Training epochs. [default: the dataset's]"),
-        click.option("--batch-size", type=int, default=128, show_default=True, help="Batch size for training and attacks."),
-        click.option("--train-eps", type=BUDGET, default=None,
-                     help="Training eps of adversarial defenses. [default: the dataset's]"),
-        click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="none", show_default=True,
-                     help="As for rbl run: the schedule the model was trained with."),
-        click.option("--early-stop", type=int, default=None, metavar="K", help="As for rbl run."),
-        click.option("--optimizer", default=None, metavar="SPEC", help="As for rbl run. [default: the model's own]"),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True),
-        click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
-                     help="Trained-weights cache. [default: $RBL_CACHE_DIR or ~/.cache/robustbench_lite]"),
         click.option("--out", type=click.Path(path_type=Path), default=None,
                      help="PNG or SVG file. [default: leaderboards/<plot>-<model>-<defense>-<dataset>-<attack>.png]"),
         click.option("--quiet", is_flag=True, help="No progress bar while training."),
     ]
     for option in reversed(options):
         command = option(command)
-    return command
+    return trained_model_options(command)
 
 
 def _dataset_loader(dataset: str | None, model: str) -> DatasetLoader:

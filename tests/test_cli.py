@@ -119,3 +119,19 @@ def test_real_process_prints_no_traceback():
     assert "Traceback" not in process.stderr
     (line,) = process.stderr.strip().splitlines()
     assert line.startswith("rbl: error: unknown attack 'pgdd' (did you mean 'pgd'?); valid choices: ")
+
+
+def test_run_and_plot_declare_the_trained_model_options_once():
+    """The options that pick the trained model (and its cached weights) are one declaration, shared."""
+    from robustbench_lite.cli import cli
+
+    def training_options(command):
+        return {param.name: (param.opts, param.default, getattr(param, "help", None)) for param in command.params
+                if param.name in {"epochs", "batch_size", "train_eps", "lr_schedule", "early_stop", "optimizer", "seed",
+                                  "device", "cache_dir"}}
+
+    run = training_options(cli.get_command(None, "run"))
+    plot = cli.get_command(None, "plot")
+    assert len(run) == 9
+    for name in ("examples", "confusion"):
+        assert training_options(plot.get_command(None, name)) == run

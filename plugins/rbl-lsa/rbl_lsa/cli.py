@@ -9,10 +9,9 @@ import click
 import torch
 
 from robustbench_lite import UsageError, default_registry, trained_model
-from robustbench_lite.cli import BUDGET
 from robustbench_lite.atomic import ensure_writable
+from robustbench_lite.cli import BUDGET, trained_model_options
 from robustbench_lite.plan import choose_dataset
-from robustbench_lite.choices import DEVICES
 
 from .analysis import layer_sustainability
 from .report import AnalysisSettings, flag_most_vulnerable, summary, write_report
@@ -29,21 +28,15 @@ from .report import AnalysisSettings, flag_most_vulnerable, summary, write_repor
 @click.option("--dataset", default=None, help="Dataset spec, e.g. mnist. [default: the one the model is meant for]")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=Path("data"), show_default=True)
 @click.option("--n-examples", type=int, default=None, help="Analyse the first N test points. [default: all]")
-@click.option("--epochs", type=int, default=None, help="Training epochs. [default: the dataset's]")
-@click.option("--batch-size", type=int, default=128, show_default=True, help="Batch size for training and attacks.")
-@click.option("--train-eps", type=BUDGET, default=None, help="Training eps of adversarial defenses. [default: the dataset's]")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
-              help="Trained-weights cache. [default: $RBL_CACHE_DIR or ~/.cache/robustbench_lite]")
+@trained_model_options
 @click.option("--eta", type=float, default=1.0, show_default=True,
               help="MVL cut-off: layers whose mean CM exceeds mu + eta*sigma are most vulnerable.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("leaderboards"), show_default=True)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def lsa_command(
     model: str, defense: str, attack: str, eps: float | None, dataset: str | None, data_dir: Path, n_examples: int | None,
-    epochs: int | None, batch_size: int, train_eps: float | None, seed: int, device: str, cache_dir: Path | None,
-    eta: float, out: Path, quiet: bool,
+    epochs: int | None, batch_size: int, train_eps: float | None, lr_schedule: str, early_stop: int | None,
+    optimizer: str | None, seed: int, device: str, cache_dir: Path | None, eta: float, out: Path, quiet: bool,
 ) -> None:
     """Layer sustainability analysis: how far each layer's output moves under attack, and the MVL list.
 
@@ -65,6 +58,7 @@ def lsa_command(
 
     network, data = trained_model(
         model=model, defense=defense, dataset=dataset, epochs=epochs, batch_size=batch_size, train_eps=train_eps,
+        lr_schedule=lr_schedule, early_stop=early_stop, optimizer=optimizer,
         device=device, seed=seed, data_dir=data_dir, cache_dir=cache_dir, progress=not quiet, registry=registry,
     )
     n = min(n_examples or len(data.x_test), len(data.x_test))

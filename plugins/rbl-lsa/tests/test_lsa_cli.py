@@ -39,8 +39,24 @@ def test_lsa_help_lists_its_options(capsys):
     status, out, _ = run_cli(capsys, "lsa", "--help")
     assert status == 0
     for option in ("--model", "--defense", "--attack", "--eps", "--dataset", "--data-dir", "--n-examples",
-                   "--epochs", "--seed", "--device", "--cache-dir", "--eta", "--out"):
+                   "--epochs", "--lr-schedule", "--early-stop", "--optimizer", "--seed", "--device", "--cache-dir",
+                   "--eta", "--out"):
         assert option in out
+
+
+def test_lsa_analyses_the_model_rbl_run_trained_with_a_schedule_and_an_optimizer(tmp_path, capsys):
+    """The same training options as rbl run (one declaration), so the same cached weights: nothing is retrained."""
+    training = ["--epochs", "2", "--lr-schedule", "cosine", "--optimizer", "sgd[lr=0.05]", "--device", "cpu",
+                "--cache-dir", str(tmp_path / "cache")]
+    data = ["--dataset", "synthetic[n_train=256,n_test=64]", "--models", "cnn", "--defenses", "none"]
+    assert main(["run", *data, "--attacks", "fgsm", "--eps", "0,0.1", *training, "--quiet",
+                 "--out", str(tmp_path / "lb")]) == 0
+    checkpoints = sorted((tmp_path / "cache").rglob("*.pt"))
+    assert len(checkpoints) == 1
+    stamp = checkpoints[0].stat().st_mtime_ns
+    status, _, err = run_cli(capsys, "lsa", *data, *training, "--quiet", "--out", str(tmp_path / "out"))
+    assert status == 0, err
+    assert sorted((tmp_path / "cache").rglob("*.pt")) == checkpoints and checkpoints[0].stat().st_mtime_ns == stamp
 
 
 @pytest.mark.parametrize("extra, message", [
