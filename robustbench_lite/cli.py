@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import click
 
 from . import __version__
-from .catalogue import PluginEntry, catalogue
+from .catalogue import Catalogue, PluginEntry, catalogue
 from .choices import (
     DEVICES, EXECUTORS, LEADERBOARD_FORMATS, LR_SCHEDULES, PLUGIN_KINDS, PRECISIONS, PROGRESS_MODES, SITE_FORMATS,
 )
@@ -105,14 +105,24 @@ def _pop_acceleration(options: dict) -> dict:
             "compile": options.pop("compile_model")}
 
 
+def _listed(ctx: click.Context | None) -> Catalogue:
+    """The plugin catalogue, read once per invocation (each read stats the installation and repeats its warnings)."""
+    if ctx is None:
+        return catalogue()
+    meta = ctx.find_root().meta
+    if "rbl.catalogue" not in meta:
+        meta["rbl.catalogue"] = catalogue()
+    return meta["rbl.catalogue"]
+
+
 class Commands(click.Group):
     """`rbl`'s own commands and those plugins add, imported only when one of the latter runs."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*self.commands, *catalogue().commands})
+        return sorted({*self.commands, *_listed(ctx).commands})
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in self.commands and name in catalogue().commands:
+        if name not in self.commands and name in _listed(ctx).commands:
             from .registry import default_registry
 
             default_registry().add_commands(self)
@@ -120,7 +130,7 @@ class Commands(click.Group):
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         limit = formatter.width - 6 - max(map(len, self.list_commands(ctx)))
-        plugins = catalogue().commands
+        plugins = _listed(ctx).commands
         rows = [(name, self.commands[name].get_short_help_str(limit) if name in self.commands else plugins[name])
                 for name in self.list_commands(ctx)]
         with formatter.section("Commands"):
@@ -131,7 +141,7 @@ class RunCommand(click.Command):
     """`rbl run`, whose help ends with each dataset's defaults and the dataset each model is meant for."""
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        listed = catalogue()
+        listed = _listed(ctx)
         with formatter.section("Datasets and their defaults (of --eps, --train-eps and --epochs)"):
             formatter.write_dl([(entry.name, _facts(entry)) for entry in listed.of_kind("datasets")])
         with formatter.section("Models and the dataset each is meant for (the default --dataset)"):
@@ -222,7 +232,7 @@ def run_command(**options) -> None:
 def list_command(what: str | None, verbose: bool) -> None:
     """Installed plugins, one line each; KIND (attacks, defenses, models, datasets) lists one kind, NAME
     shows one plugin in full."""
-    listed = catalogue()
+    listed = _listed(click.get_current_context())
     entries = listed.entries
     if what in PLUGIN_KINDS:
         entries = listed.of_kind(what)

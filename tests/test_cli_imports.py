@@ -94,10 +94,14 @@ def test_an_unknown_name_is_one_line_with_the_choices(capsys):
 @pytest.mark.filterwarnings("always::robustbench_lite.errors.PluginLoadWarning")  # shown, as each `rbl` shows it
 def test_a_broken_plugin_is_reported_again_from_the_cached_listing(install_plugin, capsys):
     install_plugin("rbl-broken", "rbl_broken_plugin", "raise RuntimeError('no GPU driver')\n")
+    warning = "rbl: warning: plugin 'rbl_broken_plugin' from distribution rbl-broken 1.2.3 was skipped: " \
+              "RuntimeError: no GPU driver\n"
     for _ in range(2):  # listed, then read back from the cache
         assert main(["list", "models"]) == 0
-        assert capsys.readouterr().err == ("rbl: warning: plugin 'rbl_broken_plugin' from distribution rbl-broken "
-                                           "1.2.3 was skipped: RuntimeError: no GPU driver\n")
+        assert capsys.readouterr().err == warning
+    for args in (["--help"], ["run", "--help"]):  # help reads the listing in three places: said once
+        assert main(args) == 0
+        assert capsys.readouterr().err == warning
 
 
 TRAINING_ONLY = ("torch._dynamo", "torchvision")  # torch.optim's constructors import torch._dynamo: 1.8 s here
