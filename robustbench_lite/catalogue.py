@@ -14,7 +14,6 @@ import hashlib
 import importlib.util
 import inspect
 import json
-import os
 import sys
 import time
 import warnings
@@ -26,6 +25,7 @@ from .atomic import atomic_target
 from .choices import PLUGIN_KINDS
 from .entry_points import selected_entry_points
 from .errors import PluginLoadWarning
+from .locations import default_cache_dir
 
 FORMAT = 1  # of the cached file; another format is rebuilt, not read
 STALE_SECONDS = 7 * 24 * 3600  # listings of other installations kept a week (virtual environments side by side)
@@ -59,7 +59,7 @@ class Catalogue:
 
 def catalogue() -> Catalogue:
     """The installed plugins, from the cache when the installation is unchanged, else listed (and cached)."""
-    path = _cache_folder() / f"plugins-{_installation_key()}.json"
+    path = default_cache_dir() / "catalogue" / f"plugins-{_installation_key()}.json"
     listed = _read(path)
     if listed is None:
         listed = build()
@@ -107,11 +107,6 @@ def _facts(kind: str, cls: type) -> list[tuple[str, Any]]:
     if kind == "attacks":
         return [("norm", cls.norm), ("family", cls.family)]
     return [(flag, "yes") for flag in ("randomized",) if getattr(cls, flag, False)]
-
-
-def _cache_folder() -> Path:
-    base = os.environ.get("RBL_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "robustbench_lite"
-    return Path(base) / "catalogue"
 
 
 def _installation_key() -> str:

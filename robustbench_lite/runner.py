@@ -44,6 +44,7 @@ from .atomic import ensure_writable, nearest_existing, remove_stale_temporaries
 from .choices import DEVICES, EXECUTORS, LR_SCHEDULES, WORST_CASE
 from .errors import DatasetMissingError, DiskFullError, UsageError
 from .evaluation import PassCounter, adversarial_predictions, defended, model_unchanged, predict
+from .locations import default_cache_dir
 from .interfaces import Attack, Dataset, DatasetLoader, Defense, ModelBuilder, Normalize, digest
 from .optimizers import canonical_optimizer
 from .outputs import OutputTypeError, output_adapter
@@ -65,11 +66,6 @@ DEFAULT_EOT = 8  # gradient samples per step of the adaptive evaluation of a ran
 RANDOMNESS_POINTS = 16  # test points passed twice through each model to detect randomness
 SANITY_EPS = 0.5  # l-inf budget of the large-eps probe: the all-0.5 image lies in every ball of [0, 1] inputs
 SANITY_POINTS = 64  # test points of the large-eps probe
-
-
-def default_cache_dir() -> Path:
-    """Where trained weights are cached: $RBL_CACHE_DIR, else ~/.cache/robustbench_lite."""
-    return Path(os.environ.get("RBL_CACHE_DIR", Path.home() / ".cache" / "robustbench_lite"))
 
 
 @dataclass
