@@ -241,25 +241,31 @@ class TorchattacksAttack(Attack):
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
         if eps == 0:  # the ball is {x}; several torchattacks attacks would divide by eps
             return x.detach().clone()
-        reason = self.unsupported(tuple(x.shape[1:]), _num_classes(model, x))
+        classes = _num_classes(model, x)
+        reason = self.unsupported(tuple(x.shape[1:]), classes)
         if reason is not None:
             raise ValueError(f"{self.label} cannot attack inputs of shape {tuple(x.shape)}: {reason}")
+        target = self.settings.get("target")
+        if target is not None and target >= classes:
+            raise ValueError(f"{self.label}: target class {target} does not exist; the model has {classes} classes")
         if x.dim() == 2:  # torchattacks assumes (N, C, H, W) batches
-            return self.perturb(in_mode_of(_FeaturesAsImages(model), model), x[:, None, None, :], y, eps).flatten(1)
+            images = in_mode_of(_FeaturesAsImages(model), model)
+            return self._attack(images, x[:, None, None, :], y, eps, classes).flatten(1)
+        return self._attack(model, x, y, eps, classes)
+
+    def _attack(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, classes: int) -> torch.Tensor:
+        """torchattacks' attack on checked image batches, within the budget."""
         with frozen(model):
-            attack = torchattacks_class(self.adaptation)(model, **self._constructor_arguments(model, x, eps))
+            attack = torchattacks_class(self.adaptation)(model, **self._constructor_arguments(eps, classes))
             target = self.settings.get("target")
             if target is not None:
-                classes = _num_classes(model, x)
-                if target >= classes:
-                    raise ValueError(f"{self.label}: target class {target} does not exist; the model has {classes} classes")
                 attack.set_mode_targeted_by_function(lambda inputs, labels: torch.full_like(labels, target), quiet=True)
             x_adv = attack(x, y).detach()
         if self.adaptation.minimum_norm:
             x_adv = within_budget(x_adv, x, eps, self.norm)
         return x_adv
 
-    def _constructor_arguments(self, model: nn.Module, x: torch.Tensor, eps: float) -> dict[str, Any]:
+    def _constructor_arguments(self, eps: float, classes: int) -> dict[str, Any]:
         parameters = constructor_parameters(self.adaptation)
         arguments = {key: value for key, value in self.settings.items() if key != "target"}
         arguments.update({name: eps for name in BUDGET_PARAMETERS if name in parameters})
@@ -268,7 +274,7 @@ class TorchattacksAttack(Attack):
         if self.adaptation.multi_norm:
             arguments["norm"] = {"linf": "Linf", "l2": "L2"}[self.norm]
         if "n_classes" in parameters:
-            arguments["n_classes"] = _num_classes(model, x)
+            arguments["n_classes"] = classes
         if "verbose" in parameters:
             arguments["verbose"] = False
         return arguments
