@@ -11,6 +11,8 @@ import pytest
 import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# The original AutoAttack (MIT), a reference for cross-checks only; imported from its source, not installed.
+AUTOATTACK_SOURCE = SHARED_DATA.parent / "reference" / "auto-attack"
 
 
 @pytest.fixture
@@ -19,6 +21,18 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "MNIST" / "raw").is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def autoattack_reference():
+    """The original ``autoattack`` package from ``../shared/reference``; tests using it skip where it is absent."""
+    if not (AUTOATTACK_SOURCE / "autoattack").is_dir():
+        pytest.skip(f"the original AutoAttack not found at {AUTOATTACK_SOURCE}")
+    if str(AUTOATTACK_SOURCE) not in sys.path:
+        sys.path.append(str(AUTOATTACK_SOURCE))
+    import autoattack
+
+    return autoattack
 
 
 @pytest.fixture(autouse=True)

@@ -241,7 +241,7 @@ def test_deepfool_robust_accuracy_matches_torchattacks_on_mnist(mnist_cnn):
     Away from the box the two algorithms coincide (up to the 1e-4 step margin), which is compared here.
 
     At z-budget 0.5 (l2 1.0 on the images) the budget rules agree; at 0.75, ours also keeps examples
-    beyond the budget whose projection onto the ball is still adversarial (fit_to_l2_budget), so it
+    beyond the budget whose projection onto the ball is still adversarial (fit_to_budget), so it
     is compared with the reference under that rule, and is at most as robust as under the plain rule.
     """
     model, x, y = mnist_points(mnist_cnn, 100)

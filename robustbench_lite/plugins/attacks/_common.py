@@ -109,15 +109,17 @@ def best_of_restarts(
     return best
 
 
-def fit_to_l2_budget(model: nn.Module, x: torch.Tensor, x_found: torch.Tensor, goal: Goal, eps: float) -> torch.Tensor:
-    """The budget rule of minimum-norm l2 attacks (C&W, DeepFool) evaluated at a budget eps.
+def fit_to_budget(
+    model: nn.Module, x: torch.Tensor, x_found: torch.Tensor, goal: Goal, eps: float, norm: str = "l2"
+) -> torch.Tensor:
+    """The budget rule of minimum-norm attacks (C&W, DeepFool, FAB) evaluated at a budget eps.
 
     As foolbox evaluates its minimisation attacks at a budget (``clip_perturbation``, then the
-    criterion on the clipped input): each example found is projected onto the eps-ball and kept
-    where the projection still reaches the goal; elsewhere the clean ``x`` is returned. An
+    criterion on the clipped input): each example found is projected onto the eps-ball of ``norm``
+    and kept where the projection still reaches the goal; elsewhere the clean ``x`` is returned. An
     example found within eps is its own projection, so every in-budget success is kept.
     """
-    x_projected = project_l2(x_found, x, eps)
+    x_projected = project_l2(x_found, x, eps) if norm == "l2" else project_linf(x_found, x, eps)
     with torch.no_grad():
         reached = goal.reached(model(x_projected))
     return torch.where(per_sample(reached, x), x_projected, x).detach()

@@ -10,7 +10,7 @@ from robustbench_lite.hookspecs import hookimpl
 from robustbench_lite.interfaces import Attack
 from robustbench_lite.options import MAX_STEPS, Option
 
-from ._common import TARGET_OPTION, Goal, fit_to_l2_budget
+from ._common import TARGET_OPTION, Goal, fit_to_budget
 
 # Carlini's own code shrinks the box by this factor before arctanh, so that pixels at exactly 0
 # or 1 map to finite w (torchattacks maps them to +-inf, where their gradient is zero forever).
@@ -60,7 +60,7 @@ class CarliniWagnerL2(Attack):
                 improved = goal.reached(logits) & (squared_norm < best_squared_norm)
                 best[improved] = x_adv[improved]
                 best_squared_norm = torch.where(improved, squared_norm, best_squared_norm)
-        return fit_to_l2_budget(model, x, best, goal, eps)
+        return fit_to_budget(model, x, best, goal, eps)
 
     def _margin(self, logits: torch.Tensor, goal: Goal) -> torch.Tensor:
         """C&W's f: the followed label's logit lead over the best other logit (signed by goal), floored at -kappa."""

@@ -10,7 +10,7 @@ from robustbench_lite.hookspecs import hookimpl
 from robustbench_lite.interfaces import Attack
 from robustbench_lite.options import MAX_STEPS, Option
 
-from ._common import Goal, fit_to_l2_budget
+from ._common import Goal, fit_to_budget
 
 # The authors' code adds this to every step's length so that it lands past the linearised boundary.
 BOUNDARY_MARGIN = 1e-4
@@ -48,7 +48,7 @@ class DeepFool(Attack):
                 break
             total_step[active] += nearest_boundary_step(logits, jacobian, y[active])
             x_adv[active] = torch.clamp(x[active] + (1 + self.overshoot) * total_step[active], 0.0, 1.0)
-        return fit_to_l2_budget(model, x, x_adv, Goal.of(y, None), eps)
+        return fit_to_budget(model, x, x_adv, Goal.of(y, None), eps)
 
 
 def nearest_boundary_step(logits: torch.Tensor, jacobian: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
