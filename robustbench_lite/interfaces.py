@@ -40,11 +40,11 @@ class Plugin:
 
     @property
     def label(self) -> str:
-        """``name`` plus the options that differ from their defaults, e.g. ``pgd[steps=30]``."""
+        """``name`` plus the options that differ from their defaults (and the labelled ones), e.g. ``pgd[steps=30]``."""
         changed = [
             f"{option.name}={format_value(self.settings[option.name])}"
             for option in self.options
-            if self.settings[option.name] != option.default
+            if option.labelled or self.settings[option.name] != option.default
         ]
         return f"{self.name}[{','.join(changed)}]" if changed else self.name
 

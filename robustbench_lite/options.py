@@ -37,7 +37,8 @@ class Option:
 
     ``type`` is int, float, bool or str. A default of None means "unset" (the plugin documents
     what it then does). ``minimum``/``maximum`` bound numbers, ``choices`` bounds strings. An int
-    option named ``seed`` always lies in [0, :data:`SEED_MAX`].
+    option named ``seed`` always lies in [0, :data:`SEED_MAX`]. A ``labelled`` option is part of the
+    plugin's label even at its default, for a setting every result must name (``aa[version=standard]``).
     """
 
     name: str
@@ -47,6 +48,7 @@ class Option:
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[str, ...] | None = None
+    labelled: bool = False
 
     def coerce(self, value: Any, owner: str) -> Any:
         """Convert ``value`` (a CLI string or a Python value) to this option's type, or raise UsageError."""

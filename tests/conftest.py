@@ -110,3 +110,17 @@ def mnist_cnn():
         model="cnn", defense="none", dataset="mnist[download=false]", data_dir=SHARED_DATA, epochs=2,
         device="cpu", seed=0, cache_dir=Path(__file__).resolve().parents[1] / ".rbl-cache" / "tests",
     )
+
+
+@pytest.fixture(scope="session")
+def mnist_at_pgd():
+    """Model B trained with at-pgd for three epochs (as in the mnist-aa leaderboard), and the dataset;
+    cached beside mnist_cnn's weights. Four CPU-minutes to train: for the long real-data checks."""
+    if not (SHARED_DATA / "MNIST" / "raw").is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA}")
+    import robustbench_lite as rbl
+
+    return rbl.trained_model(
+        model="cnn", defense="at-pgd", dataset="mnist[download=false]", data_dir=SHARED_DATA, epochs=3,
+        device="cpu", seed=0, cache_dir=Path(__file__).resolve().parents[1] / ".rbl-cache" / "tests",
+    )

@@ -13,6 +13,7 @@ import robustbench_lite as rbl
 from robustbench_lite.attack_utils import check_bounds
 from robustbench_lite.errors import UsageError
 from robustbench_lite.plugins.attacks.apgd_dlr import APGDDLR, dlr_loss, targeted_dlr_loss
+from robustbench_lite.plugins.attacks.fab import FAB
 from robustbench_lite.plugins.attacks.square import Square
 
 
@@ -147,20 +148,33 @@ def test_aa_is_the_per_sample_worst_case_of_its_members(mid_eps_runs):
 # --- the aa ensemble on a tiny model --------------------------------------------------------------------------------
 
 
-def square_must_not_run(*args, **kwargs):
-    raise AssertionError("square was called")
+def must_not_run(*args, **kwargs):
+    raise AssertionError("FAB was called")
 
 
-def test_aa_fast_leaves_square_out(monkeypatch):
-    """version=fast never calls Square; version=standard does (so the patch does intercept aa's member)."""
+def test_aa_fast_runs_no_fab_and_standard_does(monkeypatch):
+    """version=fast (this project's ensemble) never calls FAB; version=standard (AutoAttack's) does,
+    so the patch does intercept aa's member."""
     model = tiny_cnn()
     x, y = images(model)
-    monkeypatch.setattr(Square, "perturb", square_must_not_run)
+    monkeypatch.setattr(FAB, "perturb", must_not_run)
     eps = 1e-3  # too small to fool most points: every member gets its turn
-    x_adv = rbl.get_attack("aa", version="fast", steps=5).perturb(model, x, y, eps)
-    assert fooled(model, x_adv, y).float().mean() < 0.5  # points left for Square, had it been called
-    with pytest.raises(AssertionError, match="square was called"):
-        rbl.get_attack("aa", version="standard", steps=5).perturb(model, x, y, eps)
+    x_adv = rbl.get_attack("aa", version="fast", steps=5, queries=20).perturb(model, x, y, eps)
+    assert fooled(model, x_adv, y).float().mean() < 0.5  # points left for FAB, had it been called
+    with pytest.raises(AssertionError, match="FAB was called"):
+        rbl.get_attack("aa", version="standard", steps=5, queries=20).perturb(model, x, y, eps)
+
+
+@pytest.mark.parametrize("version", ["standard", "plus", "rand", "fast"])
+def test_aa_names_its_version_in_every_label(version):
+    assert rbl.get_attack("aa", version=version).label == f"aa[version={version}]"
+    assert rbl.get_attack("aa", version=version, steps=7).label == f"aa[version={version},steps=7]"
+
+
+def test_aa_refuses_a_model_with_too_few_classes_for_its_dlr_members():
+    assert "needs at least 4 classes" in rbl.get_attack("aa").unsupported((2,), 2)
+    assert "needs at least 3 classes" in rbl.get_attack("aa", version="rand").unsupported((2,), 2)
+    assert rbl.get_attack("aa").unsupported((1, 28, 28), 10) is None
 
 
 def test_aa_returns_misclassified_inputs_unchanged_and_robust_ones_as_x():
@@ -454,3 +468,13 @@ def test_every_attack_lowers_accuracy_and_never_raises_it(name, options, eps):
     assert attacked < clean
     if eps == 0.05:
         assert attacked < 0.25, attacked
+
+
+def test_square_schedule_is_stretched_to_the_budget_unless_told_not_to():
+    """The window halves after 10, 50, 200, ... of 10,000 queries; rescaled to 1,000 queries that is
+    after 1, 5, 20, ...; AutoAttack's fixed schedule (rescale=false) halves at the raw counts."""
+    images = torch.zeros(1, 1, 28, 28)
+    stretched, fixed = Square(queries=1002), Square(queries=1002, rescale=False)
+    side = [stretched._window_side(i, 1000, images) for i in (0, 2, 6)]
+    assert side == [round((0.8 * 784) ** 0.5), round((0.4 * 784) ** 0.5), round((0.2 * 784) ** 0.5)]
+    assert [fixed._window_side(i, 1000, images) for i in (0, 2, 6, 11)] == side[:1] * 3 + side[1:2]

@@ -14,7 +14,7 @@ from robustbench_lite.interfaces import Attack
 from robustbench_lite.options import MAX_QUERIES, Option
 
 # The paper's schedule for a 10,000-query budget: after each of these query counts the squares'
-# area (as a fraction p of the image) halves. Other budgets stretch the schedule to fit.
+# area (as a fraction p of the image) halves. Other budgets stretch the schedule to fit (``rescale``).
 SCHEDULE_LENGTH = 10_000
 HALVING_POINTS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 # Queries spent before the random search: the clean input, then the initial stripes.
@@ -43,6 +43,9 @@ class Square(Attack):
         Option("queries", int, 1000, "forward passes per sample, the clean check included", minimum=SETUP_QUERIES,
                maximum=MAX_QUERIES),
         Option("p_init", float, 0.8, "initial fraction of the image that a square window covers", minimum=0.0, maximum=1.0),
+        Option("rescale", bool, True,
+               "stretch the window schedule (made for 10,000 queries) to the budget; false: halve at its fixed "
+               "query counts, as AutoAttack does"),
     )
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
@@ -86,8 +89,8 @@ class Square(Attack):
         raise UsageError(f"square attacks images (N, C, H, W) or feature vectors (N, D), not shape {tuple(x.shape)}")
 
     def _window_side(self, iteration: int, searches: int, images: torch.Tensor) -> int:
-        """Side of the square window: sqrt(p * H * W), p halving along the rescaled schedule."""
-        progress = int(iteration / searches * SCHEDULE_LENGTH)
+        """Side of the square window: sqrt(p * H * W), p halving along the (rescaled) schedule."""
+        progress = int(iteration / searches * SCHEDULE_LENGTH) if self.rescale else iteration
         fraction = self.p_init / 2 ** sum(progress > point for point in HALVING_POINTS)
         height, width = images.shape[2:]
         return min(max(round(math.sqrt(fraction * height * width)), 1), height, width)
