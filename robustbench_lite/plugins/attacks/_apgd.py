@@ -16,11 +16,10 @@ import torch
 from torch import nn
 
 from robustbench_lite.attack_utils import loss_gradient, per_sample, project_linf, subset_streams, uniform_like
-from robustbench_lite.errors import UsageError
 from robustbench_lite.interfaces import Attack
 from robustbench_lite.options import MAX_RESTARTS, MAX_STEPS, Option
 
-from ._common import EOT_OPTION, TARGET_OPTION
+from ._common import EOT_OPTION, TARGET_OPTION, TARGET_RANK_OPTION, per_input_targets
 
 # Weight of the new projected step; the remaining 1 - MOMENTUM continues the previous move.
 MOMENTUM = 0.75
@@ -98,11 +97,7 @@ class APGD(Attack):
         ),
         EOT_OPTION,
         TARGET_OPTION,
-        Option(
-            "target_rank", int, None,
-            "targeted mode: push each input towards its k-th highest-scoring wrong class (1 = the likeliest)",
-            minimum=1,
-        ),
+        TARGET_RANK_OPTION,
     )
 
     @abc.abstractmethod
@@ -114,7 +109,7 @@ class APGD(Attack):
 
     def search(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> APGDResult:
         """Run APGD with its restarts and report per sample how it went."""
-        target = self._targets(model, x, y)
+        target = per_input_targets(model, x, y, self.target, self.target_rank, self.name)
         result = self._run(model, x, y, target, eps)
         for _ in range(self.restarts - 1):
             pending = (~result.success).nonzero().squeeze(1)
@@ -128,22 +123,6 @@ class APGD(Attack):
             result.success[chosen] = rerun.success[better]
             result.best_loss[chosen] = rerun.best_loss[better]
         return result
-
-    def _targets(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
-        """Per input the class to reach, or None when untargeted."""
-        if self.target is not None and self.target_rank is not None:
-            raise UsageError(f"{self.name}: set target or target_rank, not both")
-        if self.target is not None:
-            return torch.full_like(y, self.target)
-        if self.target_rank is None:
-            return None
-        with torch.no_grad():
-            logits = model(x)
-        if self.target_rank >= logits.shape[1]:
-            raise UsageError(f"{self.name}: target_rank {self.target_rank} needs more than {logits.shape[1]} classes")
-        # Wrong classes from the highest-scoring down: the true class is ranked last.
-        ranked = logits.scatter(1, y[:, None], -torch.inf).argsort(dim=1, descending=True)
-        return ranked[:, self.target_rank - 1]
 
     def _evaluate(
         self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from robustbench_lite.attack_utils import LossFunction, cross_entropy, loss_gradient, per_sample, project_l2, project_linf
+from robustbench_lite.errors import UsageError
 from robustbench_lite.options import MAX_EOT, Option
 
 # Declared once so that every attack spells, bounds and documents them the same way.
@@ -18,6 +19,10 @@ TARGET_OPTION = Option("target", int, None, "class index to push every input tow
 EOT_OPTION = Option(
     "eot", int, 1, "gradient samples averaged per step (expectation over transformation, for random models)",
     minimum=1, maximum=MAX_EOT,
+)
+TARGET_RANK_OPTION = Option(
+    "target_rank", int, None,
+    "targeted mode: push each input towards its k-th highest-scoring wrong class (1 = the likeliest)", minimum=1,
 )
 REL_STEP_SIZE_OPTION = Option(
     "rel_step_size", float, None, "step size as a fraction of eps (default 2.5/steps, Madry's rule)", minimum=0.0,
@@ -57,6 +62,27 @@ class Goal:
     def score(self, logits: torch.Tensor) -> torch.Tensor:
         """Per-sample progress towards the goal, higher is better: the followed loss, signed by ``direction``."""
         return self.direction * cross_entropy(logits, self.labels)
+
+
+def per_input_targets(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: int | None, target_rank: int | None, attack: str
+) -> torch.Tensor | None:
+    """Per input the class a targeted attack heads for (None: untargeted): ``target`` for every input,
+    or each input's ``target_rank``-th highest-scoring wrong class on its clean input, as AutoAttack's
+    APGD-T and FAB-T choose theirs."""
+    if target is not None and target_rank is not None:
+        raise UsageError(f"{attack}: set target or target_rank, not both")
+    if target is not None:
+        return torch.full_like(y, target)
+    if target_rank is None:
+        return None
+    with torch.no_grad():
+        logits = model(x)
+    if target_rank >= logits.shape[1]:
+        raise UsageError(f"{attack}: target_rank {target_rank} needs more than {logits.shape[1]} classes")
+    # Wrong classes from the highest-scoring down: the true class is ranked last.
+    ranked = logits.scatter(1, y[:, None], -torch.inf).argsort(dim=1, descending=True)
+    return ranked[:, target_rank - 1]
 
 
 def step_size(eps: float, rel_step_size: float | None, steps: int) -> float:

@@ -24,12 +24,11 @@ from robustbench_lite.attack_utils import (
     subset_streams,
     uniform_like,
 )
-from robustbench_lite.errors import UsageError
 from robustbench_lite.hookspecs import Register, hookimpl
 from robustbench_lite.interfaces import Attack
 from robustbench_lite.options import MAX_RESTARTS, MAX_STEPS, Option
 
-from ._common import TARGET_OPTION, Goal, fit_to_budget
+from ._common import TARGET_OPTION, TARGET_RANK_OPTION, Goal, fit_to_budget, per_input_targets
 
 # Keeps a distance to a boundary finite where the logit gap has no gradient.
 NORMAL_FLOOR = 1e-12
@@ -113,8 +112,7 @@ class FAB(Attack):
         Option("beta", float, 0.9, "after a success, the iterate goes back to this fraction of its perturbation",
                minimum=0.0, maximum=1.0),
         TARGET_OPTION,
-        Option("target_rank", int, None,
-               "targeted mode: head for each input's k-th highest-scoring wrong class (1 = the likeliest)", minimum=1),
+        TARGET_RANK_OPTION,
     )
 
     def unsupported(self, input_shape: tuple[int, ...], num_classes: int) -> str | None:
@@ -132,7 +130,7 @@ class FAB(Attack):
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, stop_within: float | None, restart_radius: float
     ) -> FABResult:
         """Minimum-norm adversarial examples; a sample stops once fooled within ``stop_within`` (None: never)."""
-        target = self._targets(model, x, y)
+        target = per_input_targets(model, x, y, self.target, self.target_rank, self.name)
         result = FABResult(x.clone(), torch.full((len(x),), torch.inf, device=x.device, dtype=x.dtype))
         for restart in range(self.restarts):
             searched = torch.ones_like(y, dtype=torch.bool) if stop_within is None else result.distance > stop_within
@@ -147,20 +145,6 @@ class FAB(Attack):
             result.x_adv[pending[better]] = run.x_adv[better]
             result.distance[pending[better]] = run.distance[better]
         return result
-
-    def _targets(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
-        if self.target is not None and self.target_rank is not None:
-            raise UsageError(f"{self.name}: set target or target_rank, not both")
-        if self.target is not None:
-            return torch.full_like(y, self.target)
-        if self.target_rank is None:
-            return None
-        with torch.no_grad():
-            logits = model(x)
-        if self.target_rank >= logits.shape[1]:
-            raise UsageError(f"{self.name}: target_rank {self.target_rank} needs more than {logits.shape[1]} classes")
-        ranked = logits.scatter(1, y[:, None], -torch.inf).argsort(dim=1, descending=True)
-        return ranked[:, self.target_rank - 1]
 
     def _random_start(self, x: torch.Tensor, radius: float) -> torch.Tensor:
         """A random point at ``RESTART_RADIUS * radius`` from x (in this attack's norm), clipped to [0, 1]."""
