@@ -28,8 +28,9 @@ from .leaderboard import _write_text, ranking
 from .runner import cells_frame
 
 FORMATS = SITE_FORMATS
-# The attack whose accuracy RobustBench reports as autoattack_acc: a run's attack named `aa` (any options).
-AUTOATTACK = "aa"
+# The attack whose accuracy RobustBench reports as autoattack_acc: AutoAttack's standard version, all defaults
+# (not this project's fast ensemble, nor the bare `aa` of older leaderboards, that ensemble's former name).
+AUTOATTACK = "aa[version=standard]"
 # Not run metadata: what render() adds to a sidecar.
 SIDECAR_SECTIONS = ("partial", "ranking", "sanity", "cells")
 LONG_COLUMNS = ["benchmark", "dataset", "model", "defense", "attack", "norm", "evaluation", "eps", "accuracy",
@@ -95,10 +96,6 @@ def _threat_model(sidecar: dict[str, Any]) -> str:
     return "+".join({"linf": "Linf", "l2": "L2"}.get(norm, norm) for norm in norms if norm) or "unknown"
 
 
-def _is_autoattack(label: str) -> bool:
-    return label == AUTOATTACK or label.startswith(f"{AUTOATTACK}[")
-
-
 def _accuracy(cells: list[dict[str, Any]], model: str, defense: str, attack: str, eps: float) -> float | None:
     for cell in cells:
         if (cell["model"], cell["defense"], cell["attack"], cell["eps"]) == (model, defense, attack, eps):
@@ -112,11 +109,11 @@ def model_info(sidecar: dict[str, Any]) -> dict[str, dict[str, Any]]:
     Accuracies are strings with two decimals, as RobustBench writes them. ``eps`` is the one eps
     RobustBench reports per threat model: the training eps when the grid holds it (the budget the
     defenses were built for), else the largest eps of the grid. ``autoattack_acc`` is the accuracy
-    (%) of the attack named ``aa`` at that eps, present only when ``aa`` ran; ``worst_case_acc``
+    (%) of ``aa[version=standard]`` at that eps, present only when it ran; ``worst_case_acc``
     that of the per-sample worst case. ``unreliable`` is true for a flagged or unranked row.
     """
     eps = _reported_eps(sidecar)
-    autoattack = next((attack for attack in sidecar.get("attacks", {}) if _is_autoattack(attack)), None)
+    autoattack = next((attack for attack in sidecar.get("attacks", {}) if attack == AUTOATTACK), None)
     reasons = _unranked_reasons(sidecar)
     records = {}
     for row in sidecar["ranking"]:

@@ -74,13 +74,34 @@ def test_pages_load_nothing_from_the_network():
     assert not re.search(r'(src|href)="(https?:)?//', page)
 
 
-def test_model_info_reports_autoattack_at_the_training_eps_only_when_aa_ran():
-    with_aa = site.model_info(_sidecar("mnist-aa"))["cnn/at-pgd"]
-    cell = next(cell for cell in _sidecar("mnist-aa")["cells"]
-                if (cell["defense"], cell["attack"], cell["eps"]) == ("at-pgd", "aa", 0.3))
+def _with_attack_renamed(sidecar: dict, old: str, new: str) -> dict:
+    """The sidecar with the attack ``old`` renamed ``new`` in its attacks and cells."""
+    sidecar = copy.deepcopy(sidecar)
+    sidecar["attacks"] = {new if name == old else name: info for name, info in sidecar["attacks"].items()}
+    for cell in sidecar["cells"]:
+        cell["attack"] = new if cell["attack"] == old else cell["attack"]
+    return sidecar
+
+
+def _autoattack_label(sidecar: dict) -> str:
+    return next(attack for attack in sidecar["attacks"] if attack == "aa" or attack.startswith("aa["))
+
+
+def test_model_info_reports_autoattack_at_the_training_eps_only_when_aa_standard_ran():
+    """autoattack_acc is AutoAttack's standard version only: aa[version=standard], all defaults. This
+    project's fast ensemble, aa with other options, or the bare `aa` of older leaderboards (the fast
+    ensemble under its former name) are other attacks."""
+    original = _sidecar("mnist-aa")
+    ran = _autoattack_label(original)
+    standard = _with_attack_renamed(original, ran, "aa[version=standard]")
+    with_aa = site.model_info(standard)["cnn/at-pgd"]
+    cell = next(cell for cell in standard["cells"]
+                if (cell["defense"], cell["attack"], cell["eps"]) == ("at-pgd", "aa[version=standard]", 0.3))
     assert with_aa["eps"] == 0.3 and with_aa["threat_model"] == "Linf" and with_aa["architecture"] == "cnn"
     assert with_aa["autoattack_acc"] == f"{cell['accuracy']:.2f}"
     assert "autoattack_acc" not in site.model_info(_sidecar("mnist"))["cnn/at-pgd"]
+    for other in ("aa[version=fast]", "aa[version=standard,steps=10]", "aa"):
+        assert "autoattack_acc" not in site.model_info(_with_attack_renamed(original, ran, other))["cnn/at-pgd"]
 
 
 def test_model_info_marks_an_unranked_flagged_row_unreliable():
