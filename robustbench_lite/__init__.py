@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 # plugin's metadata stay fast (PEP 562).
 _LAZY = {
     "Acceleration": "acceleration",
-    **dict.fromkeys(("Attack", "Dataset", "DatasetLoader", "Defense", "ModelBuilder", "TrainingContext"), "interfaces"),
+    **dict.fromkeys(("Attack", "AttackWarning", "Dataset", "DatasetLoader", "Defense", "ModelBuilder",
+                     "TrainingContext"), "interfaces"),
     **dict.fromkeys(("accuracy_table", "ranking", "success_table"), "leaderboard"),
     "default_registry": "registry",
     **dict.fromkeys(("build_model", "run", "trained_model"), "runner"),

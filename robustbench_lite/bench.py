@@ -232,9 +232,20 @@ COUNTERPARTS: dict[str, Callable[[Any, nn.Module, dict[str, Any], float], Any]] 
     "deepfool": lambda ta, model, s, eps: ta.DeepFool(model, steps=s["steps"], overshoot=s["overshoot"]),
     "square": lambda ta, model, s, eps: ta.Square(
         model, norm="Linf", eps=eps, n_queries=s["queries"], p_init=s["p_init"], seed=0),
+    "fab": lambda ta, model, s, eps: ta.FAB(
+        model, norm="Linf", eps=eps, steps=s["steps"], n_restarts=1, alpha_max=s["alpha_max"], eta=s["eta"],
+        beta=s["beta"], n_classes=NUM_CLASSES, seed=0),
+    "aa": lambda ta, model, s, eps: _autoattack_standard(ta, model, s, eps),
 }
 # Settings torchattacks' counterparts do not have: an attack using one of them has no comparison.
-NOT_IN_TORCHATTACKS = {"target": None, "target_rank": None, "eot": 1, "restarts": 1}
+NOT_IN_TORCHATTACKS = {"target": None, "target_rank": None, "target_ranks": None, "eot": 1, "restarts": 1}
+
+
+def _autoattack_standard(ta: Any, model: nn.Module, s: dict[str, Any], eps: float) -> Any | None:
+    """torchattacks' AutoAttack for ``aa`` at the original's standard settings; None for any other."""
+    if (s["version"], s["steps"], s["queries"], s["targets"]) != ("standard", 100, None, None):
+        return None
+    return ta.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=NUM_CLASSES, seed=0)
 
 
 def torchattacks_counterpart(attack: Attack, model: nn.Module, eps: float) -> Any | None:

@@ -25,7 +25,7 @@ from torch import nn
 
 from .attack_utils import check_bounds, in_mode_of, sample_streams
 from .errors import RblError
-from .interfaces import Attack, Defense
+from .interfaces import Attack, AttackWarning, Defense
 
 # What attacks see when they differentiate through a defense's preprocessing.
 GRADIENTS = ("exact", "zero", "identity")
@@ -211,6 +211,29 @@ def model_unchanged(model: nn.Module, what: str = "the evaluation") -> Iterator[
         snapshot.restore()
         shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
         raise ModelChangedError(f"{what} changed the model ({shown}); the model was restored and the cell failed")
+
+
+@contextlib.contextmanager
+def attack_warnings() -> Iterator[dict[str, int]]:
+    """Collect every :class:`AttackWarning` raised in the block: message -> points concerned, summed.
+
+    Every one is collected, repeats included (the filter for the category is "always" inside the
+    block), and none is shown: they belong to the cell. Warnings of other categories go on to
+    ``warnings.showwarning`` as they would have.
+    """
+    collected: dict[str, int] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", AttackWarning)
+        show = warnings.showwarning
+
+        def record(message: Warning | str, category: type[Warning], *rest: Any, **keywords: Any) -> None:
+            if not isinstance(message, AttackWarning):
+                show(message, category, *rest, **keywords)
+                return
+            collected[message.message] = collected.get(message.message, 0) + (message.points or 0)
+
+        warnings.showwarning = record  # restored by catch_warnings on the way out
+        yield collected
 
 
 def guarded_perturb(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:

@@ -65,13 +65,33 @@ WHITE_BOX_FAMILIES = frozenset({"single-step", "iterative", "minimum-norm"})
 BLACK_BOX_FAMILIES = frozenset({"score-based", "decision-based"})
 
 
+class AttackWarning(UserWarning):
+    """What an attack says about its own result that a reader of the leaderboard must see.
+
+    Raise it with ``warnings.warn(AttackWarning(message, points=k))``, ``points`` being how many of
+    the batch's inputs it concerns (None: the setting as a whole, e.g. a step too short to reach
+    eps). The core records it with the cell (summing ``points`` over the batches, per message),
+    keeps it in the results store, and flags the row ``attack-warnings`` with the message: AutoAttack's
+    Square breaking points its white-box members left robust is one (a sign of gradient masking).
+    Other warning categories are shown as usual and flag nothing.
+    """
+
+    def __init__(self, message: str, points: int | None = None) -> None:
+        super().__init__(message)
+        self.message, self.points = message, points
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class Attack(Plugin, abc.ABC):
     """An evasion attack bounded by ``eps`` in the norm ``norm`` (``"linf"`` or ``"l2"``).
 
     ``family`` (a key of :data:`ATTACK_FAMILIES`) says what the attack uses and how it searches;
     the sanity checks compare families (an iterative attack should beat a single-step one, a
     white-box attack a black-box one). An attack with an option named ``eot`` gets ``eot=K`` in
-    the adaptive evaluation of a randomized model.
+    the adaptive evaluation of a randomized model. An attack that doubts its own result says so
+    with an :class:`AttackWarning`, which flags the row.
     """
 
     kind: ClassVar[str] = "attack"

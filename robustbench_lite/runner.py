@@ -43,7 +43,7 @@ from .acceleration import Acceleration, device_tuning
 from .atomic import ensure_writable, nearest_existing, remove_stale_temporaries
 from .choices import DEVICES, EXECUTORS, LR_SCHEDULES, WORST_CASE
 from .errors import DatasetMissingError, DiskFullError, UsageError
-from .evaluation import PassCounter, adversarial_predictions, defended, model_unchanged, predict
+from .evaluation import PassCounter, adversarial_predictions, attack_warnings, defended, model_unchanged, predict
 from .locations import default_cache_dir
 from .interfaces import Attack, Dataset, DatasetLoader, Defense, ModelBuilder, Normalize, digest
 from .optimizers import canonical_optimizer
@@ -90,6 +90,7 @@ class Cell:
     evaluation: str = "standard"
     forward_images: int | None = None  # images passed forward through the model in this cell, scoring included
     backward_images: int | None = None  # input gradients the attack took, in images (its gradient evaluations)
+    notes: str = ""  # the attack's warnings about this cell (AttackWarning), "; "-separated
 
 
 # The finest eps step a grid may take: values closer than this, or nonzero ones below it, would be
@@ -989,20 +990,21 @@ class _EvaluationSettings:
             if found is not None:
                 self.reused += 1
                 return self._tally(_Outcome(found.predictions.to(self.y.device), found.seconds,
-                                            found.forward_images, found.backward_images))
+                                            found.forward_images, found.backward_images, found.notes))
         counted = PassCounter(model)
         start = time.perf_counter()
         try:
-            with model_unchanged(model, what):
+            with model_unchanged(model, what), attack_warnings() as notes:
                 predicted = compute(counted)
         except Exception as error:
             if self.store is not None:
                 self.store.put_failure(key, key["n"], time.perf_counter() - start, f"{type(error).__name__}: {error}")
             raise
-        outcome = _Outcome(predicted, time.perf_counter() - start, counted.forward_images, counted.backward_images)
+        outcome = _Outcome(predicted, time.perf_counter() - start, counted.forward_images, counted.backward_images,
+                           notes)
         self.computed += 1
         if self.store is not None:
-            self.store.put(key, predicted, outcome.seconds, outcome.forward_images, outcome.backward_images)
+            self.store.put(key, predicted, outcome.seconds, outcome.forward_images, outcome.backward_images, notes)
         return self._tally(outcome)
 
     def _tally(self, outcome: _Outcome) -> _Outcome:
@@ -1016,16 +1018,19 @@ class _EvaluationSettings:
 
 @dataclass
 class _Outcome:
-    """Predictions of one computation and what it cost."""
+    """Predictions of one computation, what it cost, and what its attack warned about it."""
 
     predictions: torch.Tensor
     seconds: float
     forward_images: int | None  # None: stored before passes were counted
     backward_images: int | None
+    notes: dict[str, int] = field(default_factory=dict)  # AttackWarning message -> points concerned
 
     def counts(self, cell: Cell) -> Cell:
-        """``cell`` with this outcome's pass counts."""
+        """``cell`` with this outcome's pass counts and warnings."""
         cell.forward_images, cell.backward_images = self.forward_images, self.backward_images
+        cell.notes = "; ".join(f"{message} ({points} point{'s' * (points != 1)})" if points else message
+                               for message, points in self.notes.items())
         return cell
 
 

@@ -15,6 +15,9 @@ Robustness": each (model, defense) row of a run is checked for
   of the same norm at some eps;
 * ``random-without-eot`` (e): the model is randomized (it says so, or two forward passes on the
   same inputs differed) and no attack of the row averaged gradients over its randomness (EOT);
+* ``attack-warnings``: an attack said it doubts its own result (an
+  :class:`~robustbench_lite.interfaces.AttackWarning`): AutoAttack's Square breaking points its
+  white-box members left robust (a sign of gradient masking), a step too short to reach eps;
 * ``failed-cells``: some of the row's cells failed, so its worst case misses those attacks;
 * ``constant-prediction``: the model predicts one class for (nearly) every clean test point;
 * ``chance-accuracy``: the clean accuracy is no better than always answering the commonest class;
@@ -54,6 +57,7 @@ CHECKS: dict[str, str] = {
     "above-chance-at-large-eps": f"accuracy stays above chance + {CHANCE_MARGIN:g} points at l-inf eps >= {LARGE_EPS:g}",
     "black-box-wins": "a black-box attack beats every white-box one at some eps",
     "random-without-eot": "randomized model attacked without EOT",
+    "attack-warnings": "an attack warned about its own result (e.g. AutoAttack's Square found what gradients missed)",
     "failed-cells": "some cells failed, so the worst case misses those attacks; not ranked",
     "constant-prediction": f"one class predicted for at least {100 * CONSTANT_SHARE:g}% of the clean inputs; not ranked",
     "chance-accuracy": "clean accuracy no better than always answering the commonest class; not ranked",
@@ -101,6 +105,7 @@ def check(cells: pd.DataFrame, metadata: Mapping[str, Any] | None = None) -> dic
             None if targeted or chance is None else _above_chance(scored, attacks, chance, evaluation),
             _black_box_wins(scored, attacks),
             _random_without_eot(evaluation),
+            _attack_warnings(scored),
             _failed_cells(group[group["attack"] != WORST_CASE]),
             *_degenerate(group, evaluation, chance),
             *_probe_findings(evaluation),
@@ -205,6 +210,15 @@ def _random_without_eot(evaluation: Mapping[str, Any] | None) -> Finding | None:
     )
     see = f"; the adaptive row {evaluation['adaptive_row']} uses EOT" if evaluation.get("adaptive_row") else ""
     return Finding("random-without-eot", f"the model is randomized ({how}) and no attack averaged gradients over it{see}")
+
+
+def _attack_warnings(scored: pd.DataFrame) -> Finding | None:
+    if "notes" not in scored:  # cells of a leaderboard from before attacks could warn
+        return None
+    # Read back from a CSV, a column without a single note is all NaN (float), not empty strings.
+    warned = scored[scored["notes"].map(lambda notes: isinstance(notes, str) and notes != "").astype(bool)]
+    return _finding("attack-warnings", [f"{attack} at eps={eps:g}: {notes}"
+                                        for attack, eps, notes in zip(warned["attack"], warned["eps"], warned["notes"])])
 
 
 def _failed_cells(group: pd.DataFrame) -> Finding | None:

@@ -24,7 +24,7 @@ import sqlite3
 import warnings
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS results (
     created TEXT NOT NULL,
     forward_images INTEGER,        -- images passed forward through the model, scoring included
     backward_images INTEGER,       -- input gradients taken, in images
-    digest TEXT                    -- sha256 of key, n and predictions (see _row_digest), ok results only
+    digest TEXT,                   -- sha256 of key, n, predictions and notes (see _row_digest), ok results only
+    notes TEXT                     -- the attack's warnings about this result, JSON {message: points}; NULL: none
 );
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -77,20 +78,22 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
 
 
-def _row_digest(identity: str, n: int, blob: bytes) -> str:
-    """sha256 of a stored result's key digest, its number of points and its predictions' bytes: a blob
-    damaged on disk, or moved under another key, no longer matches."""
-    return hashlib.sha256(f"{identity}:{n}:".encode() + blob).hexdigest()
+def _row_digest(identity: str, n: int, blob: bytes, notes: str | None = None) -> str:
+    """sha256 of a stored result's key digest, its number of points, its predictions' bytes and its notes
+    (where it has any, so that results stored before notes keep their digests): a blob damaged on disk,
+    moved under another key, or a warning removed, no longer matches."""
+    return hashlib.sha256(f"{identity}:{n}:".encode() + blob + (f":{notes}".encode() if notes else b"")).hexdigest()
 
 
-def _damage(identity: str, blob: bytes, n: int, digest: str | None, num_classes: int | None) -> str | None:
+def _damage(identity: str, blob: bytes, n: int, digest: str | None, num_classes: int | None,
+            notes: str | None) -> str | None:
     """What is wrong with a stored result (SQLite's own checks do not look inside blobs), or None."""
     if digest is None:
         return "it was stored without a digest by an older robustbench_lite, so it is unverified"
     if len(blob) != 2 * n:
         return f"its predictions hold {len(blob) / 2:g} labels, not {n}"
-    if digest != _row_digest(identity, n, blob):
-        return "its predictions do not match their digest, so they were damaged on disk or altered"
+    if digest != _row_digest(identity, n, blob, notes):
+        return "its predictions or warnings do not match their digest, so they were damaged on disk or altered"
     labels = np.frombuffer(blob, dtype="<i2")
     if num_classes is not None and len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
         return f"its labels {labels.min()}..{labels.max()} are not all classes 0..{num_classes - 1} of this dataset"
@@ -103,12 +106,14 @@ def _now() -> str:
 
 @dataclass(frozen=True)
 class StoredResult:
-    """A reusable result: per-sample predictions, and the seconds and model passes it took to compute them."""
+    """A reusable result: per-sample predictions, the seconds and model passes it took to compute them,
+    and the warnings its attack raised (message -> points concerned)."""
 
     predictions: torch.Tensor
     seconds: float
     forward_images: int | None = None
     backward_images: int | None = None
+    notes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -134,8 +139,9 @@ class ResultsStore:
                 connection.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
                 connection.executescript(_SCHEMA)
                 columns = {row[1] for row in connection.execute("PRAGMA table_info(results)")}
-                # stores from before the pass counts, and before the digests
-                for column, kind in (("forward_images", "INTEGER"), ("backward_images", "INTEGER"), ("digest", "TEXT")):
+                # stores from before the pass counts, the digests, and the notes
+                for column, kind in (("forward_images", "INTEGER"), ("backward_images", "INTEGER"), ("digest", "TEXT"),
+                                     ("notes", "TEXT")):
                     if column not in columns:
                         connection.execute(f"ALTER TABLE results ADD COLUMN {column} {kind}")
                 version = connection.execute("PRAGMA user_version").fetchone()[0]
@@ -183,43 +189,45 @@ class ResultsStore:
         identity = key_digest(key)
         with self._connect() as connection:
             row = connection.execute(
-                "SELECT predictions, n, seconds, forward_images, backward_images, digest FROM results "
+                "SELECT predictions, n, seconds, forward_images, backward_images, digest, notes FROM results "
                 "WHERE key = ? AND status = 'ok'", (identity,)
             ).fetchone()
         if row is None:
             return None
-        blob, n, seconds, forward_images, backward_images, stored_digest = row
-        problem = _damage(identity, blob, n, stored_digest, num_classes)
+        blob, n, seconds, forward_images, backward_images, stored_digest, notes = row
+        problem = _damage(identity, blob, n, stored_digest, num_classes, notes)
         if problem is not None:
             warnings.warn(f"ignoring stored result {identity[:12]} in results store {str(self.path)!r}: "
                           f"{problem}; recomputing", stacklevel=2)
             return None
         predictions = torch.from_numpy(np.frombuffer(blob, dtype="<i2").astype(np.int64))
-        return StoredResult(predictions, float(seconds), forward_images, backward_images)
+        return StoredResult(predictions, float(seconds), forward_images, backward_images, json.loads(notes or "{}"))
 
     def put(self, key: dict[str, Any], predictions: torch.Tensor, seconds: float,
-            forward_images: int | None = None, backward_images: int | None = None) -> None:
-        """Record a finished result (replacing an earlier failure under the same key)."""
+            forward_images: int | None = None, backward_images: int | None = None,
+            notes: dict[str, int] | None = None) -> None:
+        """Record a finished result (replacing an earlier failure under the same key), with its attack's warnings."""
         labels = predictions.detach().cpu().numpy()
         if len(labels) and (labels.min() < np.iinfo(np.int16).min or labels.max() > np.iinfo(np.int16).max):
             raise ValueError("predicted labels do not fit the store's 16-bit labels")
         blob = labels.astype("<i2").tobytes()
-        self._insert(key, "ok", blob, len(labels), seconds, "", forward_images, backward_images)
+        self._insert(key, "ok", blob, len(labels), seconds, "", forward_images, backward_images,
+                     _canonical(notes) if notes else None)
 
     def put_failure(self, key: dict[str, Any], n: int, seconds: float, error: str) -> None:
         """Record that computing ``key`` failed, and why; a later run tries again."""
-        self._insert(key, "failed", None, n, seconds, error, None, None)
+        self._insert(key, "failed", None, n, seconds, error, None, None, None)
 
     def _insert(self, key: dict[str, Any], status: str, blob: bytes | None, n: int, seconds: float, error: str,
-                forward_images: int | None, backward_images: int | None) -> None:
+                forward_images: int | None, backward_images: int | None, notes: str | None) -> None:
         identity = key_digest(key)
-        digest = _row_digest(identity, n, blob) if blob is not None else None
+        digest = _row_digest(identity, n, blob, notes) if blob is not None else None
         with self._connect() as connection:
             connection.execute(
                 "INSERT OR REPLACE INTO results (key, key_json, status, predictions, n, seconds, error, created, "
-                "forward_images, backward_images, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "forward_images, backward_images, digest, notes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (identity, _canonical(key), status, blob, n, float(seconds), error, _now(),
-                 forward_images, backward_images, digest),
+                 forward_images, backward_images, digest, notes),
             )
 
     def checkpoint(self) -> None:
@@ -332,9 +340,9 @@ def merged_run(
     seen = {_cell_identity(cell) for cell in cells}
     for store in stores[1:]:
         more_cells, more = store.load_run(None, metadata["benchmark"])
-        for field in ("dataset", "eps"):
-            if _canonical(more.get(field)) != _canonical(metadata.get(field)):
-                raise UsageError(f"cannot merge {str(store.path)!r}: its run has another {field} than "
+        for setting in ("dataset", "eps"):
+            if _canonical(more.get(setting)) != _canonical(metadata.get(setting)):
+                raise UsageError(f"cannot merge {str(store.path)!r}: its run has another {setting} than "
                                  f"{str(stores[0].path)!r}'s")
         sources.append(more.pop("store"))
         shards.append(more.get("shard"))

@@ -315,7 +315,7 @@ def test_apgd_fixed_target_reaches_that_class(name):
 def test_apgd_rejects_target_and_target_rank_together_and_ranks_beyond_the_classes():
     model = tiny_cnn()
     x, y = images(model, 4)
-    with pytest.raises(UsageError, match="not both"):
+    with pytest.raises(UsageError, match="set one of target, target_rank, not several"):
         rbl.get_attack("apgd-dlr", target=1, target_rank=1).perturb(model, x, y, 0.1)
     with pytest.raises(UsageError, match="target_rank 10"):
         rbl.get_attack("apgd-dlr", target_rank=10).perturb(model, x, y, 0.1)

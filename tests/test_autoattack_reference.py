@@ -70,11 +70,14 @@ def test_apgd_ce_agrees_with_the_original(mnist_cnn, autoattack_reference):
                  original(autoattack_reference, model, x, y, eps, members=["apgd-ce"]))
 
 
-def test_apgd_t_agrees_with_the_original(mnist_points, autoattack_reference):
-    """APGD-T alone: 9 target classes, each on the points the earlier ones left robust."""
+@pytest.mark.parametrize("batched", [False, True], ids=["one-target-after-the-other", "all-targets-at-once"])
+def test_apgd_t_agrees_with_the_original(batched, mnist_points, autoattack_reference):
+    """APGD-T alone: 9 target classes, each on the points the earlier ones left robust, or all at once
+    (``target_ranks``, as ``aa`` runs them on a GPU)."""
     model, x, y = mnist_points
     eps = 0.15
-    members = [rbl.get_attack("apgd-dlr", target_rank=rank) for rank in TARGETS]
+    members = ([rbl.get_attack("apgd-dlr", target_ranks=len(TARGETS))] if batched
+               else [rbl.get_attack("apgd-dlr", target_rank=rank) for rank in TARGETS])
     assert_agree(ours(model, x, y, eps, members), original(autoattack_reference, model, x, y, eps, members=["apgd-t"]))
 
 
@@ -82,6 +85,8 @@ def test_aa_standard_runs_the_original_standard_members_in_order():
     labels = [attack.label for attack in rbl.get_attack("aa").members(10)]
     assert labels == (["apgd-ce"] + [f"apgd-dlr[target_rank={rank}]" for rank in TARGETS]
                       + [f"fab[target_rank={rank}]" for rank in TARGETS] + ["square[queries=5000,rescale=false]"])
+    batched = [attack.label for attack in rbl.get_attack("aa").members(10, batch_targets=True)]
+    assert batched == ["apgd-ce", "apgd-dlr[target_ranks=9]", "fab[target_ranks=9]", "square[queries=5000,rescale=false]"]
 
 
 @pytest.mark.realdata

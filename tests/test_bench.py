@@ -88,3 +88,16 @@ def test_model_specs_take_an_input_shape():
     assert bench.parse_model_spec("cnn") == (bench.parse_model_spec("cnn")[0], bench.DEFAULT_SHAPE)
     with pytest.raises(UsageError, match="malformed model spec"):
         bench.parse_model_spec("@3x32x32")
+
+
+def test_autoattack_and_fab_have_their_torchattacks_counterparts_only_at_matching_settings(cnn_workload):
+    pytest.importorskip("torchattacks")
+    import robustbench_lite as rbl
+
+    def counterpart(spec):
+        found = bench.torchattacks_counterpart(rbl.get_attack(spec), cnn_workload.model, 0.3)
+        return None if found is None else type(found).__name__
+
+    assert (counterpart("aa"), counterpart("fab")) == ("AutoAttack", "FAB")
+    assert [counterpart(spec) for spec in ("aa[version=fast]", "aa[steps=10]", "aa[targets=3]",
+                                           "apgd-dlr[target_ranks=9]", "fab[target_rank=1]")] == [None] * 5

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from robustbench_lite import Attack, Option
+from robustbench_lite import Attack, AttackWarning, Option
 from robustbench_lite.attack_utils import frozen, in_mode_of, perturbation_norm
 
 # Constructor parameters the adapter sets rather than exposes; PIFGSM/PIFGSMPP call eps max_epsilon.
@@ -288,9 +288,9 @@ class TorchattacksAttack(Attack):
             return eps_relative_step(self.adaptation, eps, steps)
         reach = step * (steps or 1)  # the farthest the steps can move a point, in the attack's norm
         if reach < eps:
-            warnings.warn(f"{self.label}: {steps or 1} step(s) of {step:g} reach {reach:g}, short of eps {eps:g}: "
-                          "this attack cannot use its whole budget (leave alpha unset for an eps-relative step)",
-                          stacklevel=2)
+            warnings.warn(AttackWarning(
+                f"{self.label}: {steps or 1} step(s) of {step:g} reach {reach:g}, short of eps {eps:g}: "
+                "this attack cannot use its whole budget (leave alpha unset for an eps-relative step)"), stacklevel=2)
         return step
 
 

@@ -8,8 +8,10 @@ import torch
 from torch import nn
 
 import robustbench_lite as rbl
+from robustbench_lite import AttackWarning
 from robustbench_lite.attack_utils import check_bounds, craft, perturbation_norm
 from robustbench_lite.cli import main
+from robustbench_lite.leaderboard import ranking
 from robustbench_lite.registry import Registry
 
 pytest.importorskip("rbl_torchattacks", reason="rbl-torchattacks is not installed: pip install -e plugins/rbl-torchattacks")
@@ -223,8 +225,18 @@ def test_ta_pgd_steps_follow_eps_by_rbls_rule_unless_set(eps, steps):
 def test_a_set_step_too_small_to_reach_eps_warns():
     model = small_model()
     x, y = images(model)
-    with pytest.warns(UserWarning, match=r"ta-pgd\[alpha=0\.01\]: 10 step\(s\) of 0\.01 reach 0\.1, short of eps 0\.3"):
+    with pytest.warns(AttackWarning, match=r"ta-pgd\[alpha=0\.01\]: 10 step\(s\) of 0\.01 reach 0\.1, short of eps 0\.3"):
         rbl.get_attack("ta-pgd", alpha=0.01).perturb(model, x, y, 0.3)
+
+
+def test_a_step_too_small_to_reach_eps_flags_the_leaderboard_row(tmp_path):
+    results = rbl.run(models="cnn", defenses="none", attacks="ta-pgd[alpha=0.001,steps=2]", eps="0,0.1",
+                      dataset="synthetic[n_train=128,n_test=32]", epochs=1, seed=0, device="cpu",
+                      cache_dir=tmp_path / "cache", out=tmp_path / "out", db=tmp_path / "results.db")
+    (notes,) = results[(results["eps"] == 0.1) & (results["attack"] != "worst-case")]["notes"]
+    assert notes == "ta-pgd[alpha=0.001,steps=2]: 2 step(s) of 0.001 reach 0.002, short of eps 0.1: " \
+                    "this attack cannot use its whole budget (leave alpha unset for an eps-relative step)"
+    assert "attack-warnings" in ranking(results)["flags"].iloc[0]
 
 
 def test_rbl_run_with_ta_pgd_writes_its_leaderboard_row(tmp_path, capsys):

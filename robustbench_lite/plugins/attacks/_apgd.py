@@ -19,7 +19,10 @@ from robustbench_lite.attack_utils import loss_gradient, per_sample, project_lin
 from robustbench_lite.interfaces import Attack
 from robustbench_lite.options import MAX_RESTARTS, MAX_STEPS, Option
 
-from ._common import EOT_OPTION, TARGET_OPTION, TARGET_RANK_OPTION, per_input_targets
+from ._common import (
+    EOT_OPTION, TARGET_OPTION, TARGET_RANK_OPTION, TARGET_RANKS_OPTION, TargetCopies, check_targeting,
+    per_input_targets, siblings_of,
+)
 
 # Weight of the new projected step; the remaining 1 - MOMENTUM continues the previous move.
 MOMENTUM = 0.75
@@ -54,6 +57,7 @@ class _Search:
     """The per-sample state of the samples still searched; ``index`` locates them in the batch."""
 
     index: torch.Tensor
+    group: torch.Tensor | None  # rows of one group share a goal: once one reaches it, all stop
     x: torch.Tensor
     y: torch.Tensor
     target: torch.Tensor | None
@@ -83,7 +87,9 @@ class APGD(Attack):
     target), and keeps that iterate; a sample that never does keeps its highest-loss iterate.
     Restarts search again, from new random starts, only the samples not yet successful.
     Targeted mode: one class for all inputs (``target``), or per input its k-th highest-scoring
-    wrong class on the clean input (``target_rank`` = k), as AutoAttack's APGD-T does.
+    wrong class on the clean input (``target_rank`` = k), as AutoAttack's APGD-T does; against each
+    of the k likeliest at once (``target_ranks`` = k), in one batch of k copies per input that all
+    stop once one of them succeeds: AutoAttack's APGD-T without a Python loop over the targets.
     """
 
     options = (
@@ -98,25 +104,44 @@ class APGD(Attack):
         EOT_OPTION,
         TARGET_OPTION,
         TARGET_RANK_OPTION,
+        TARGET_RANKS_OPTION,
     )
+
+    def unsupported(self, input_shape: tuple[int, ...], num_classes: int) -> str | None:
+        if self.target_ranks is not None and self.target_ranks >= num_classes:
+            return f"{self.label}: target_ranks {self.target_ranks} needs more than {num_classes} classes"
+        return None
 
     @abc.abstractmethod
     def objective(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         """The per-sample loss APGD ascends, given the true labels and the targets (None: untargeted)."""
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
-        return self.search(model, x, y, eps).x_adv
+        check_targeting(self)
+        if self.target_ranks is None:
+            return self.search(model, x, y, eps).x_adv
+        copies = TargetCopies.of(model, x, y, self.target_ranks)
+        with subset_streams(copies.rows):
+            found = self.search(model, x[copies.rows], y[copies.rows], eps, copies.targets, groups=copies.rows)
+        first_success = copies.per_input(found.success).to(torch.int8).argmax(dim=0)  # rank 1 where none
+        return copies.pick(found.x_adv, first_success)
 
-    def search(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> APGDResult:
-        """Run APGD with its restarts and report per sample how it went."""
-        target = per_input_targets(model, x, y, self.target, self.target_rank, self.name)
-        result = self._run(model, x, y, target, eps)
+    def search(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, target: torch.Tensor | None = None,
+        groups: torch.Tensor | None = None,
+    ) -> APGDResult:
+        """Run APGD with its restarts and report per sample how it went. ``target``: per-sample targets
+        (default: from the options); ``groups``: rows that share a goal (see :class:`TargetCopies`)."""
+        if target is None:
+            target = per_input_targets(model, x, y, self.target, self.target_rank, self.name)
+        result = self._run(model, x, y, target, eps, groups)
         for _ in range(self.restarts - 1):
-            pending = (~result.success).nonzero().squeeze(1)
+            pending = (~siblings_of(groups, result.success)).nonzero().squeeze(1)
             if len(pending) == 0:
                 break
             with subset_streams(pending):
-                rerun = self._run(model, x[pending], y[pending], None if target is None else target[pending], eps)
+                rerun = self._run(model, x[pending], y[pending], None if target is None else target[pending], eps,
+                                  None if groups is None else groups[pending])
             better = rerun.success | (rerun.best_loss > result.best_loss[pending])
             chosen = pending[better]
             result.x_adv[chosen] = rerun.x_adv[better]
@@ -144,7 +169,8 @@ class APGD(Attack):
         return gradient, loss, reached
 
     def _run(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, eps: float
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, eps: float,
+        groups: torch.Tensor | None,
     ) -> APGDResult:
         # Random start on the ball's surface: uniform noise scaled so that its largest coordinate is eps.
         noise = 2 * uniform_like(x) - 1
@@ -153,11 +179,11 @@ class APGD(Attack):
         gradient, loss, reached = self._evaluate(model, start, y, target)
         result = APGDResult(x_adv=start.clone(), success=reached.clone(), start_loss=loss.clone(), best_loss=loss.clone())
         search = _Search(
-            index=torch.arange(len(x), device=x.device), x=x, y=y, target=target, current=start, previous=start,
+            index=torch.arange(len(x), device=x.device), group=groups, x=x, y=y, target=target, current=start, previous=start,
             gradient=gradient, loss=loss, step=torch.full_like(loss, INITIAL_STEP * eps),
             best_x=start, best_gradient=gradient, best_loss=loss, increases=torch.zeros_like(loss),
             best_loss_at_checkpoint=loss, halved_at_checkpoint=torch.zeros_like(reached),
-        ).keep(~reached)
+        ).keep(~siblings_of(groups, reached))
         halving_points, last_checkpoint = set(checkpoints(self.steps)), 0
         for iteration in range(1, self.steps + 1):
             if len(search.index) == 0:
@@ -175,7 +201,9 @@ class APGD(Attack):
                 done = search.index[reached]
                 result.x_adv[done] = search.current[reached]
                 result.success[done] = True
-                search = search.keep(~reached)
+                finished = siblings_of(search.group, reached)
+                result.x_adv[search.index[finished & ~reached]] = search.best_x[finished & ~reached]
+                search = search.keep(~finished)
             if iteration in halving_points:
                 self._checkpoint(search, period=iteration - last_checkpoint, x=x)
                 last_checkpoint = iteration

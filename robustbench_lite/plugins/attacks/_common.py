@@ -4,6 +4,7 @@ minimum-norm attacks."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -12,6 +13,7 @@ from torch import nn
 
 from robustbench_lite.attack_utils import LossFunction, cross_entropy, loss_gradient, per_sample, project_l2, project_linf
 from robustbench_lite.errors import UsageError
+from robustbench_lite.interfaces import Attack, AttackWarning
 from robustbench_lite.options import MAX_EOT, Option
 
 # Declared once so that every attack spells, bounds and documents them the same way.
@@ -23,6 +25,11 @@ EOT_OPTION = Option(
 TARGET_RANK_OPTION = Option(
     "target_rank", int, None,
     "targeted mode: push each input towards its k-th highest-scoring wrong class (1 = the likeliest)", minimum=1,
+)
+TARGET_RANKS_OPTION = Option(
+    "target_ranks", int, None,
+    "targeted mode against each of the k highest-scoring wrong classes at once (one batch, as AutoAttack's "
+    "APGD-T/FAB-T with k targets): a point is broken if any target is reached", minimum=1,
 )
 REL_STEP_SIZE_OPTION = Option(
     "rel_step_size", float, None, "step size as a fraction of eps (default 2.5/steps, Madry's rule)", minimum=0.0,
@@ -85,9 +92,65 @@ def per_input_targets(
     return ranked[:, target_rank - 1]
 
 
-def step_size(eps: float, rel_step_size: float | None, steps: int) -> float:
-    """The absolute step size: ``rel_step_size`` times eps, or by default DEFAULT_TRAVEL * eps / steps."""
-    return eps * (rel_step_size if rel_step_size is not None else DEFAULT_TRAVEL / steps)
+def check_targeting(attack: Attack) -> None:
+    """Refuse more than one of the targeting options ``target``, ``target_rank``, ``target_ranks``."""
+    chosen = [name for name in ("target", "target_rank", "target_ranks") if getattr(attack, name, None) is not None]
+    if len(chosen) > 1:
+        raise UsageError(f"{attack.name}: set one of {', '.join(chosen)}, not several")
+
+
+@dataclass(frozen=True)
+class TargetCopies:
+    """One copy of each input per target, rank-major: copy ``j * n + i`` is input i heading for its
+    (j+1)-th likeliest wrong class. ``rows`` maps copies to inputs; copies of one input share its
+    random stream (the same start for every target, as AutoAttack reseeds before each target) and
+    form a group: once one copy reaches its goal the input is broken, so its siblings can stop."""
+
+    rows: torch.Tensor
+    targets: torch.Tensor
+    ranks: int
+
+    @classmethod
+    def of(cls, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ranks: int) -> TargetCopies:
+        with torch.no_grad():
+            logits = model(x)
+        if ranks >= logits.shape[1]:
+            raise UsageError(f"target_ranks {ranks} needs more than {logits.shape[1]} classes")
+        ranked = logits.scatter(1, y[:, None], -torch.inf).argsort(dim=1, descending=True)[:, :ranks]
+        rows = torch.arange(len(x), device=x.device).repeat(ranks)
+        return cls(rows, ranked.t().reshape(-1), ranks)
+
+    def per_input(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` of the copies, shaped (ranks, inputs, ...)."""
+        return values.view(self.ranks, -1, *values.shape[1:])
+
+    def pick(self, values: torch.Tensor, rank_per_input: torch.Tensor) -> torch.Tensor:
+        """Per input, the value of its copy at rank index ``rank_per_input``."""
+        per_input = self.per_input(values)
+        return per_input[rank_per_input, torch.arange(per_input.shape[1], device=values.device)]
+
+
+def siblings_of(groups: torch.Tensor | None, done: torch.Tensor) -> torch.Tensor:
+    """The rows whose group (``groups``; None: each row its own) has a row ``done`` (a mask over the same rows)."""
+    return done if groups is None else torch.isin(groups, groups[done])
+
+
+def step_size(attack: Attack, eps: float) -> float:
+    """The absolute step size of ``attack`` (with options ``rel_step_size`` and ``steps``):
+    ``rel_step_size`` times eps, or by default DEFAULT_TRAVEL * eps / steps.
+
+    A set step whose steps together cannot travel eps warns (an :class:`AttackWarning`, which flags
+    the row): such an attack never reaches the edge of the ball, so it under-reports its strength.
+    """
+    rel_step_size, steps = attack.rel_step_size, attack.steps
+    if rel_step_size is None:
+        return eps * DEFAULT_TRAVEL / steps
+    if rel_step_size * steps < 1:
+        warnings.warn(AttackWarning(
+            f"{attack.label}: {steps} step(s) of {rel_step_size:g} eps travel {rel_step_size * steps:g} eps at most, "
+            "short of the ball's edge: this attack cannot use its whole budget (leave rel_step_size unset for "
+            f"Madry's rule, {DEFAULT_TRAVEL:g}/steps)"), stacklevel=3)
+    return eps * rel_step_size
 
 
 def signed_gradient_steps(

@@ -32,7 +32,7 @@ class BIM(Attack):
     )
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
-        step = step_size(eps, self.rel_step_size, self.steps)
+        step = step_size(self, eps)
         return signed_gradient_steps(model, x, x.clone(), Goal.of(y, self.target), eps, step, self.steps, self.eot)
 
 

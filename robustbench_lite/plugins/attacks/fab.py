@@ -28,7 +28,10 @@ from robustbench_lite.hookspecs import Register, hookimpl
 from robustbench_lite.interfaces import Attack
 from robustbench_lite.options import MAX_RESTARTS, MAX_STEPS, Option
 
-from ._common import TARGET_OPTION, TARGET_RANK_OPTION, Goal, fit_to_budget, per_input_targets
+from ._common import (
+    TARGET_OPTION, TARGET_RANK_OPTION, TARGET_RANKS_OPTION, Goal, TargetCopies, check_targeting, fit_to_budget,
+    per_input_targets, siblings_of,
+)
 
 # Keeps a distance to a boundary finite where the logit gap has no gradient.
 NORMAL_FLOOR = 1e-12
@@ -92,7 +95,9 @@ class FAB(Attack):
     Untargeted, each step heads for the boundary of the class nearest under the linearisation (one
     backward pass per class); targeted (``target``, or ``target_rank`` = k for each input's k-th
     likeliest wrong class on the clean input, as AutoAttack's FAB-T), for that class's boundary
-    only (one backward pass). Any misclassification counts as success, as in AutoAttack.
+    only (one backward pass); against each of the k likeliest at once (``target_ranks`` = k: k copies
+    per input in one batch, all stopping once one is fooled within eps; the smallest example found
+    is kept). Any misclassification counts as success, as in AutoAttack.
     The first run starts at the clean input; restarts start at a random point at half eps from it
     and search only the inputs not yet fooled within eps. Evaluated at a budget, a sample stops
     once fooled within eps, and an example found beyond eps is kept only if its projection onto
@@ -113,34 +118,50 @@ class FAB(Attack):
                minimum=0.0, maximum=1.0),
         TARGET_OPTION,
         TARGET_RANK_OPTION,
+        TARGET_RANKS_OPTION,
     )
 
     def unsupported(self, input_shape: tuple[int, ...], num_classes: int) -> str | None:
-        if self.target_rank is not None and self.target_rank >= num_classes:
-            return f"{self.label}: target_rank {self.target_rank} needs more than {num_classes} classes"
+        for option in ("target_rank", "target_ranks"):
+            rank = getattr(self, option)
+            if rank is not None and rank >= num_classes:
+                return f"{self.label}: {option} {rank} needs more than {num_classes} classes"
         return None
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
         if eps == 0:  # the ball is the input itself: nothing to search
             return x.clone()
-        found = self.search(model, x, y, stop_within=eps, restart_radius=eps)
+        check_targeting(self)
+        if self.target_ranks is None:
+            found = self.search(model, x, y, stop_within=eps, restart_radius=eps)
+        else:
+            copies = TargetCopies.of(model, x, y, self.target_ranks)
+            with subset_streams(copies.rows):
+                run = self.search(model, x[copies.rows], y[copies.rows], eps, eps, copies.targets, copies.rows)
+            nearest = copies.per_input(run.distance).argmin(dim=0)
+            found = FABResult(copies.pick(run.x_adv, nearest), copies.pick(run.distance, nearest))
         return fit_to_budget(model, x, found.x_adv, Goal.of(y, None), eps, self.norm)
 
     def search(
-        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, stop_within: float | None, restart_radius: float
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, stop_within: float | None, restart_radius: float,
+        target: torch.Tensor | None = None, groups: torch.Tensor | None = None,
     ) -> FABResult:
-        """Minimum-norm adversarial examples; a sample stops once fooled within ``stop_within`` (None: never)."""
-        target = per_input_targets(model, x, y, self.target, self.target_rank, self.name)
+        """Minimum-norm adversarial examples; a sample stops once fooled within ``stop_within`` (None: never).
+        ``target``: per-sample targets (default: from the options); ``groups``: rows that share a goal,
+        all stopping once one is fooled within ``stop_within`` (see :class:`TargetCopies`)."""
+        if target is None:
+            target = per_input_targets(model, x, y, self.target, self.target_rank, self.name)
         result = FABResult(x.clone(), torch.full((len(x),), torch.inf, device=x.device, dtype=x.dtype))
         for restart in range(self.restarts):
-            searched = torch.ones_like(y, dtype=torch.bool) if stop_within is None else result.distance > stop_within
+            searched = torch.ones_like(y, dtype=torch.bool) if stop_within is None else \
+                ~siblings_of(groups, result.distance <= stop_within)
             pending = searched.nonzero().squeeze(1)
             if len(pending) == 0:
                 break
             with subset_streams(pending):
                 start = x[pending] if restart == 0 else self._random_start(x[pending], restart_radius)
                 run = self._run(model, x[pending], start, y[pending], None if target is None else target[pending],
-                                stop_within)
+                                stop_within, None if groups is None else groups[pending])
             better = run.distance < result.distance[pending]
             result.x_adv[pending[better]] = run.x_adv[better]
             result.distance[pending[better]] = run.distance[better]
@@ -154,7 +175,7 @@ class FAB(Attack):
 
     def _run(
         self, model: nn.Module, x: torch.Tensor, start: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None,
-        stop_within: float | None,
+        stop_within: float | None, groups: torch.Tensor | None = None,
     ) -> FABResult:
         """One run from ``start``. The linearisation at each new iterate also says whether it is
         adversarial, so a step costs one forward and one backward pass (per rival class, untargeted)."""
@@ -174,7 +195,7 @@ class FAB(Attack):
             result.distance[active[smaller]] = distance[smaller]
             current[active] = moved
             if stop_within is not None:
-                going_on = result.distance[active] > stop_within
+                going_on = ~siblings_of(groups, result.distance <= stop_within)[active]
                 active, gap, normal, fooled = active[going_on], gap[going_on], normal[going_on], fooled[going_on]
             # Back towards the clean input from each success, to look for a closer crossing.
             back = fooled.nonzero().squeeze(1)

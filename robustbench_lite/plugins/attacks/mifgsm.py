@@ -36,7 +36,7 @@ class MIFGSM(Attack):
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
         goal = Goal.of(y, self.target)
-        step = step_size(eps, self.rel_step_size, self.steps)
+        step = step_size(self, eps)
         x_adv = x.clone()
         momentum = torch.zeros_like(x)
         for _ in range(self.steps):

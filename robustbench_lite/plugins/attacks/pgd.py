@@ -46,7 +46,7 @@ class PGD(Attack):
         x_start = x.clone()
         if self.random_start:
             x_start = project_linf(x + uniform_like(x, -eps, eps), x, eps)
-        step = step_size(eps, self.rel_step_size, self.steps)
+        step = step_size(self, eps)
         return signed_gradient_steps(model, x, x_start, goal, eps, step, self.steps, self.eot, loss=self.objective)
 
 

@@ -40,7 +40,7 @@ class PGDL2(Attack):
 
     def _run(self, model: nn.Module, x: torch.Tensor, goal: Goal, eps: float) -> torch.Tensor:
         x_adv = random_l2_start(x, eps) if self.random_start else x.clone()
-        step = step_size(eps, self.rel_step_size, self.steps)
+        step = step_size(self, eps)
         for _ in range(self.steps):
             gradient, _ = loss_gradient(model, x_adv, goal.labels, samples=self.eot)
             x_adv = project_l2(x_adv + goal.direction * step * normalize_l2(gradient), x, eps)
