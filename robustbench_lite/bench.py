@@ -7,15 +7,20 @@ One implementation behind both ``rbl bench`` and the pytest-benchmark suite in
   through the model it made (counted by :class:`PassCounter`, in images, so a pass over the
   samples still searched counts only those);
 * **the physical bound**: what those passes cost at least, measured on the same model and batch:
-  ``forward passes x t(forward) + gradient evaluations x t(backward)``, where t(backward) is
-  t(forward + input gradient) - t(forward). For a pure gradient attack this is k x one
-  forward+backward, k = its gradient evaluations; forward-only queries (Square, HSJA, the extra
-  checks of restarts and budget fits) add their forward passes;
+  ``plain forwards x t(forward) + graph forwards x t(graph forward) + gradient evaluations x
+  t(backward)``, where a graph forward records the graph an input gradient needs and t(backward)
+  is t(forward + input gradient) - t(graph forward). For a pure gradient attack this is k x one
+  forward+backward, k = its gradient evaluations; a Jacobian (DeepFool) pays one graph forward for
+  its K backward passes; forward-only queries (Square, HSJA, the extra checks of restarts and budget
+  fits) add their plain forward passes;
 * **torchattacks**: the same attack with the same settings in torchattacks, where it has one,
   counted the same way.
 
-Every timing is the best of ``repeats`` runs, each from the same seed, so every run does the same
-work. The model is a freshly initialised network behind the usual normalisation, and the labels
+Every contender (ours, the bound's three primitives, torchattacks) is warmed up, then timed once
+per round, in turn, for ``repeats`` rounds, each call from the same seed so that every call does the
+same work: a load that comes and goes slows every contender of a round alike, and a ratio is the
+median of the per-round ratios, with its spread. A ratio whose spread exceeds ``max_spread`` is not
+printed (the table says "unsteady"): on a machine that busy, no single figure would be honest. The model is a freshly initialised network behind the usual normalisation, and the labels
 are its own predictions: every sample starts classified "correctly", so attacks that stop per
 sample once it is fooled do real work. Timings depend on the machine; the pass counts do not.
 """
@@ -26,6 +31,7 @@ import json
 import math
 import platform
 import re
+import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -56,9 +62,15 @@ NUM_CLASSES = 10
 # Inputs are uniform in [0, 1]: the model normalises with that distribution's mean and std.
 UNIFORM_MEAN, UNIFORM_STD = 0.5, 1 / math.sqrt(12)
 
-# A timer runs ``run`` ``rounds`` times, calling ``setup`` (untimed) before each, and returns the
-# best time in seconds. pytest-benchmark's pedantic timer fits this shape too.
-Timer = Callable[[Callable[[], Any], Callable[[], None], int], float]
+# Interleaved rounds of every contender (:func:`interleaved`); the median counts.
+ROUNDS = 5
+# A ratio whose spread (see Ratio) exceeds this is not printed.
+MAX_SPREAD = 0.10
+MAX_REPLAY = 20  # most calls of one bound primitive per round (see Contender.repeat)
+# A timer runs ``run`` ``rounds`` times, calling ``setup`` before each: :func:`plain_rounds`, or
+# pytest-benchmark's pedantic timer, which also records the times of ``run`` (our attack). The
+# figures come from the clocks each contender keeps itself, so both give the same ones.
+Timer = Callable[[Callable[[], Any], Callable[[], None], int], Any]
 
 
 @dataclass
@@ -141,69 +153,118 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def best_time(run: Callable[[], Any], setup: Callable[[], None], rounds: int) -> float:
-    """The default :data:`Timer`: the best wall time of ``rounds`` calls of ``run``, ``setup`` before each."""
-    best = math.inf
+def plain_rounds(run: Callable[[], Any], setup: Callable[[], None], rounds: int) -> None:
+    """The default :data:`Timer`: ``rounds`` calls of ``run``, ``setup`` before each."""
     for _ in range(rounds):
         setup()
-        start = time.perf_counter()
         run()
-        best = min(best, time.perf_counter() - start)
-    return best
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """A time ratio measured in interleaved rounds: the median of its per-round values, and their
+    spread: half their interquartile range, relative to the median (robust to one odd round at
+    either end; None from fewer than 3 rounds, which cannot show a spread)."""
+
+    median: float
+    spread: float | None
+
+    @classmethod
+    def of(cls, numerators: Sequence[float], denominators: Sequence[float]) -> Ratio | None:
+        """The ratio of two contenders timed in the same rounds; None where a denominator is not positive."""
+        if not numerators or min(denominators) <= 0:
+            return None
+        values = [top / bottom for top, bottom in zip(numerators, denominators)]
+        middle = statistics.median(values)
+        if len(values) < 3:
+            return cls(middle, None)
+        lower, _, upper = statistics.quantiles(values, n=4, method="inclusive")
+        return cls(middle, (upper - lower) / 2 / middle)
+
+    def steady(self, max_spread: float) -> bool:
+        """Whether the rounds agree well enough for the median to mean something."""
+        return self.spread is not None and self.spread <= max_spread
+
+    def text(self, max_spread: float) -> str:
+        """``1.02 ±3%``; a ratio whose spread exceeds ``max_spread`` is not printed, only its spread."""
+        if self.spread is None:
+            return f"{self.median:.2f} ±?"
+        if not self.steady(max_spread):
+            return f"unsteady ±{100 * self.spread:.0f}%"
+        return f"{self.median:.2f} ±{100 * self.spread:.0f}%"
 
 
 @dataclass
-class Counted:
-    """One implementation's best time and its passes per run, in full-batch equivalents."""
+class Contender:
+    """Something timed in every round (an attack, or a bare model pass), its clocks per round and its passes."""
 
-    seconds: float
-    forward_passes: float
-    gradient_evaluations: float
+    name: str
+    call: Callable[[], Any]
+    counter: PassCounter | None = None  # counts the passes of an attack; None for the bound's primitives
+    # Calls per timing, their mean recorded: a primitive replays as many passes as the attack made (up
+    # to MAX_REPLAY), so that its clock spans as much of the round as the attack's and a spike of load
+    # weighs alike on both.
+    repeat: int = 1
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    calls: int = 0
+    last: Any = None
+
+    def timed(self, device: torch.device, seed: int) -> None:
+        """``repeat`` calls from ``seed``, so that every call does the same work, clocked in wall and
+        CPU seconds per call."""
+        torch.manual_seed(seed)
+        synchronize(device)
+        wall, cpu = time.perf_counter(), time.process_time()
+        for _ in range(self.repeat):
+            self.last = self.call()
+        synchronize(device)
+        self.wall.append((time.perf_counter() - wall) / self.repeat)
+        self.cpu.append((time.process_time() - cpu) / self.repeat)
+        self.calls += self.repeat
+
+    def per_run(self, images: int, batch_size: int) -> float:
+        """Images counted over every call, in full-batch equivalents per call."""
+        return images / (max(self.calls, 1) * batch_size)
 
 
-def time_and_count(
-    call: Callable[[nn.Module], Any], workload: Workload, rounds: int, seed: int, timer: Timer = best_time
-) -> tuple[Counted, Any]:
-    """Time ``call(counted_model)`` with ``timer`` and count its passes; returns them and the last output.
-
-    Every round starts from ``seed``, so every round does the same work and the count per round is
-    the total over the rounds divided by their number. Timing the counted model costs one
-    identity node per forward pass, nothing next to a network's layers.
-    """
-    counter = PassCounter(workload.model).eval()
-    prepared = call(counter)  # e.g. a torchattacks instance, built once outside the timed region
-    calls, last = 0, None
+def interleaved(ours: Contender, others: Sequence[Contender], workload: Workload, rounds: int, seed: int,
+                timer: Timer = plain_rounds) -> None:
+    """Time every contender once per round, in turn (the others, then ours), after an untimed
+    warm-up call of each not called yet: a machine that gets busier or quieter slows every contender
+    of a round alike, so per-round ratios cancel the load that separate blocks of runs would measure."""
+    for contender in (*others, ours):
+        if contender.calls == 0:
+            warm_up(contender, workload, seed)
 
     def setup() -> None:
-        torch.manual_seed(seed)
-        synchronize(workload.device)
+        for contender in others:
+            contender.timed(workload.device, seed)
 
-    def run() -> None:
-        nonlocal calls, last
-        last = prepared()
-        synchronize(workload.device)
-        calls += 1
-
-    seconds = timer(run, setup, rounds)
-    per_batch = max(calls, 1) * workload.batch_size
-    return Counted(seconds, counter.forward_images / per_batch, counter.backward_images / per_batch), last
+    timer(lambda: ours.timed(workload.device, seed), setup, rounds)
 
 
-def pass_seconds(workload: Workload, rounds: int, timer: Timer = best_time) -> tuple[float, float]:
-    """Best times of one forward pass (no graph) and of one forward pass plus input gradient, on the batch."""
+def warm_up(contender: Contender, workload: Workload, seed: int) -> None:
+    """One untimed call (kernels, allocator, caches); its passes still count."""
+    contender.timed(workload.device, seed)
+    contender.wall.clear(), contender.cpu.clear()
+
+
+def pass_contenders(workload: Workload) -> tuple[Contender, Contender, Contender]:
+    """The bound's primitives on the batch: a plain forward pass, a forward pass recording the graph
+    an input gradient needs, and that forward pass with the input gradient."""
     model, x, y = workload.model, workload.x, workload.y
 
     def forward() -> None:
         with torch.no_grad():
             model(x)
-        synchronize(workload.device)
 
-    def forward_backward() -> None:
-        loss_gradient(model, x, y)  # the primitive every gradient attack iterates
-        synchronize(workload.device)
+    def graph_forward() -> None:
+        with torch.enable_grad():
+            model(x.detach().requires_grad_(True))
 
-    nothing = lambda: synchronize(workload.device)  # noqa: E731
-    return timer(forward, nothing, rounds), timer(forward_backward, nothing, rounds)
+    return (Contender("forward", forward), Contender("graph forward", graph_forward),
+            Contender("forward+backward", lambda: loss_gradient(model, x, y)))  # what every gradient attack iterates
 
 
 def _step(settings: dict[str, Any], eps: float) -> float:
@@ -262,24 +323,36 @@ def torchattacks_counterpart(attack: Attack, model: nn.Module, eps: float) -> An
 
 @dataclass
 class Measurement:
-    """One attack on one model and batch: ours, its physical bound, and torchattacks. Times in seconds."""
+    """One attack on one model and batch: ours, its physical bound, and torchattacks, timed in
+    interleaved rounds. Times in seconds, medians over the rounds; ratios are medians of per-round
+    ratios, each with its spread (see :class:`Ratio`)."""
 
     attack: str
     model: str
     batch_size: int
     device: str
     eps: float
+    rounds: int
     seconds: float
+    cpu_seconds: float
     forward_passes: float
+    graph_forward_passes: float  # of forward_passes, those recording a graph for an input gradient
     gradient_evaluations: float
     bound_seconds: float
     forward_seconds: float  # one forward pass of the batch
+    graph_forward_seconds: float  # one forward pass recording the graph of an input gradient
     forward_backward_seconds: float  # one forward pass plus input gradient
+    bound_ratio: float | None = None  # ours over the bound: 1 is the most the passes allow, above 1 is overhead
+    bound_ratio_spread: float | None = None
     settings: dict[str, Any] = field(default_factory=dict)  # every option of the attack, defaults included
     torchattacks: str | None = None  # the counterpart's class, None where there is none
     torchattacks_seconds: float | None = None
+    torchattacks_cpu_seconds: float | None = None
     torchattacks_forward_passes: float | None = None
     torchattacks_gradient_evaluations: float | None = None
+    torchattacks_ratio: float | None = None  # ours over torchattacks: below 1, ours is faster
+    torchattacks_ratio_spread: float | None = None
+    round_seconds: dict[str, list[float]] = field(default_factory=dict)  # every contender's wall time per round
     torch_threads: int = field(default_factory=torch.get_num_threads)
     acceleration: dict[str, Any] = field(default_factory=dict)  # the model's precision, memory format, compilation
 
@@ -292,24 +365,17 @@ class Measurement:
         return self.batch_size / self.bound_seconds if self.bound_seconds > 0 else None
 
     @property
-    def bound_ratio(self) -> float | None:
-        """Our time over the bound's: 1 is the most the passes allow, above 1 is overhead."""
-        return self.seconds / self.bound_seconds if self.bound_seconds > 0 else None
-
-    @property
     def torchattacks_images_per_s(self) -> float | None:
         return None if self.torchattacks_seconds is None else self.batch_size / self.torchattacks_seconds
 
-    @property
-    def torchattacks_ratio(self) -> float | None:
-        """Our time over torchattacks': below 1, ours is faster."""
-        return None if self.torchattacks_seconds is None else self.seconds / self.torchattacks_seconds
+    def ratio(self, against: str) -> Ratio | None:
+        """``"bound"`` or ``"torchattacks"``: that time ratio with its spread, None where there is none."""
+        median, spread = getattr(self, f"{against}_ratio"), getattr(self, f"{against}_ratio_spread")
+        return None if median is None else Ratio(median, spread)
 
     def as_dict(self) -> dict[str, Any]:
         """Every field and derived figure, JSON-ready (pytest-benchmark's extra_info, ``rbl bench --json``)."""
-        derived = (
-            "images_per_s", "bound_images_per_s", "bound_ratio", "torchattacks_images_per_s", "torchattacks_ratio",
-        )
+        derived = ("images_per_s", "bound_images_per_s", "torchattacks_images_per_s")
         return {**asdict(self), **{name: getattr(self, name) for name in derived}}
 
 
@@ -322,47 +388,83 @@ def _eps(attack: Attack) -> float:
 def measure(
     attack: str | Attack,
     workload: Workload,
-    repeats: int = 3,
+    repeats: int = ROUNDS,
     seed: int = 0,
-    timer: Timer = best_time,
+    timer: Timer = plain_rounds,
     torchattacks: bool = True,
     registry: Registry | None = None,
 ) -> Measurement:
-    """Time and count ``attack`` (a spec or an instance) on ``workload``, its physical bound, and torchattacks.
+    """Time and count ``attack`` (a spec or an instance) on ``workload``, its physical bound, and
+    torchattacks, in ``repeats`` interleaved rounds (:func:`interleaved`).
 
-    ``timer`` times our attack only (pytest-benchmark passes its own); the bound and torchattacks
-    are timed with :func:`best_time` over as many rounds.
+    ``timer`` runs the rounds (pytest-benchmark passes its own, which also records our attack's times).
     """
     if isinstance(attack, str):
         attack = (registry or default_registry()).create("attacks", attack)
     eps = _eps(attack)
     # On copies, checked against the untouched batch: a fast attack that escapes its ball, edits its
     # input in place or changes the model is no result.
-    with model_unchanged(workload.model, f"attack {attack.label!r}"):
-        ours, _ = time_and_count(
-            lambda model: lambda: guarded_perturb(model, attack, workload.x, workload.y, eps), workload, repeats, seed,
-            timer,
-        )
-    forward, forward_backward = pass_seconds(workload, repeats)
-    bound = ours.forward_passes * forward + ours.gradient_evaluations * max(forward_backward - forward, 0.0)
+    counted = PassCounter(workload.model).eval()
+    ours = Contender("ours", lambda: guarded_perturb(counted, attack, workload.x, workload.y, eps), counted)
+    passes = pass_contenders(workload)
+    reference = _torchattacks_contender(attack, workload, eps) if torchattacks else None
+    what = f"attack {attack.label!r}" + (" or its torchattacks counterpart" if reference else "")
+    with model_unchanged(workload.model, what):
+        warm_up(ours, workload, seed)  # which also counts the passes the bound replays
+        for primitive, count in zip(passes, _pass_counts(ours, workload.batch_size)):
+            primitive.repeat = min(max(round(count), 1), MAX_REPLAY)
+        interleaved(ours, [*passes, *([reference] if reference else [])], workload, repeats, seed, timer)
+    return _measurement(attack, workload, eps, ours, passes, reference)
+
+
+def _pass_counts(ours: Contender, batch_size: int) -> tuple[float, float, float]:
+    """Our attack's plain forward passes, graph-recording ones and input gradients, per run in full batches."""
+    counter = ours.counter
+    assert counter is not None
+    forward, graph, gradients = (ours.per_run(images, batch_size) for images in (
+        counter.forward_images, counter.graph_forward_images, counter.backward_images))
+    return forward - graph, graph, gradients
+
+
+def _torchattacks_contender(attack: Attack, workload: Workload, eps: float) -> Contender | None:
+    counted = PassCounter(workload.model).eval()
+    counterpart = torchattacks_counterpart(attack, counted, eps)
+    if counterpart is None:
+        return None
+    return Contender(type(counterpart).__name__, lambda: counterpart(workload.x, workload.y), counted)
+
+
+def _measurement(attack: Attack, workload: Workload, eps: float, ours: Contender,
+                 passes: Sequence[Contender], reference: Contender | None) -> Measurement:
+    size = workload.batch_size
+    plain_count, graph, gradients = _pass_counts(ours, size)
+    plain, graph_forward, forward_backward = passes
+    # Per round: each plain forward at t(forward), each graph-recording one at t(graph forward), each
+    # input gradient at t(forward+backward) - t(graph forward), the backward pass alone.
+    bounds = [plain_count * f + graph * g + gradients * max(fb - g, 0.0)
+              for f, g, fb in zip(plain.wall, graph_forward.wall, forward_backward.wall)]
+    bound = Ratio.of(ours.wall, bounds)
     result = Measurement(
-        attack=attack.label, model=workload.label, batch_size=workload.batch_size, device=str(workload.device),
-        eps=eps, settings=dict(attack.settings), seconds=ours.seconds, forward_passes=ours.forward_passes,
-        gradient_evaluations=ours.gradient_evaluations, bound_seconds=bound, forward_seconds=forward,
-        forward_backward_seconds=forward_backward, acceleration=dict(workload.acceleration),
+        attack=attack.label, model=workload.label, batch_size=size, device=str(workload.device), eps=eps,
+        rounds=len(ours.wall), settings=dict(attack.settings), seconds=statistics.median(ours.wall),
+        cpu_seconds=statistics.median(ours.cpu), forward_passes=plain_count + graph, graph_forward_passes=graph,
+        gradient_evaluations=gradients, bound_seconds=statistics.median(bounds),
+        forward_seconds=statistics.median(plain.wall), graph_forward_seconds=statistics.median(graph_forward.wall),
+        forward_backward_seconds=statistics.median(forward_backward.wall),
+        bound_ratio=bound and bound.median, bound_ratio_spread=bound and bound.spread,
+        round_seconds={contender.name: list(contender.wall) for contender in (ours, *passes)},
+        acceleration=dict(workload.acceleration),
     )
-    probe = torchattacks_counterpart(attack, workload.model, eps) if torchattacks else None
-    if probe is not None:
-
-        def counterpart(model: nn.Module) -> Callable[[], torch.Tensor]:
-            reference = torchattacks_counterpart(attack, model, eps)  # on the counted model
-            return lambda: reference(workload.x, workload.y)
-
-        theirs, _ = time_and_count(counterpart, workload, repeats, seed)
-        result.torchattacks = type(probe).__name__
-        result.torchattacks_seconds = theirs.seconds
-        result.torchattacks_forward_passes = theirs.forward_passes
-        result.torchattacks_gradient_evaluations = theirs.gradient_evaluations
+    if reference is not None:
+        assert reference.counter is not None
+        ratio = Ratio.of(ours.wall, reference.wall)
+        result.torchattacks = reference.name
+        result.torchattacks_seconds = statistics.median(reference.wall)
+        result.torchattacks_cpu_seconds = statistics.median(reference.cpu)
+        result.torchattacks_forward_passes = reference.per_run(reference.counter.forward_images, size)
+        result.torchattacks_gradient_evaluations = reference.per_run(reference.counter.backward_images, size)
+        result.torchattacks_ratio, result.torchattacks_ratio_spread = ratio and ratio.median, ratio and ratio.spread
+        result.round_seconds["torchattacks"] = list(reference.wall)
     return result
 
 
@@ -390,7 +492,7 @@ def bench(
     models: str | Iterable[str] = "cnn",
     batch_sizes: str | Iterable[int] = "128",
     device: str = "auto",
-    repeats: int = 3,
+    repeats: int = ROUNDS,
     seed: int = 0,
     torchattacks: bool = True,
     progress: Callable[[str], None] | None = None,
@@ -450,12 +552,17 @@ def _number(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def format_table(measurements: Iterable[Measurement]) -> str:
-    """The measurements as a GitHub-readable table; ratios are time ratios (below 1: ours is faster)."""
+def _ratio(ratio: Ratio | None, max_spread: float) -> str:
+    return "-" if ratio is None else ratio.text(max_spread)
+
+
+def format_table(measurements: Iterable[Measurement], max_spread: float = MAX_SPREAD) -> str:
+    """The measurements as a GitHub-readable table; ratios are time ratios (below 1: ours is faster),
+    medians with their spread, or "unsteady" where the spread exceeds ``max_spread``."""
     rows = [
         (m.attack, m.model, m.batch_size, _rate(m.images_per_s), _number(m.gradient_evaluations, ".4g"),
-         _rate(m.bound_images_per_s), _number(m.bound_ratio, ".2f"), _rate(m.torchattacks_images_per_s),
-         _number(m.torchattacks_gradient_evaluations, ".4g"), _number(m.torchattacks_ratio, ".2f"))
+         _rate(m.bound_images_per_s), _ratio(m.ratio("bound"), max_spread), _rate(m.torchattacks_images_per_s),
+         _number(m.torchattacks_gradient_evaluations, ".4g"), _ratio(m.ratio("torchattacks"), max_spread))
         for m in measurements
     ]
     # Formatted here, so that tabulate's number parsing cannot turn "1840" back into "1840.0".
@@ -470,7 +577,7 @@ def describe_setting(measurements: Sequence[Measurement], repeats: int) -> str:
     eps = ", ".join(f"{norm} eps {value:.4g}" for norm, value in EPS.items())
     accelerations = sorted({json.dumps(m.acceleration, sort_keys=True) for m in measurements if m.acceleration})
     accelerated = f", model run with {'; '.join(accelerations)}" if accelerations else ""
-    return f"{devices} ({threads} torch threads), {eps}, best of {repeats} run(s){accelerated}"
+    return f"{devices} ({threads} torch threads), {eps}, medians of {repeats} interleaved round(s){accelerated}"
 
 
 def metadata(repeats: int, seed: int) -> dict[str, Any]:
@@ -484,8 +591,12 @@ def metadata(repeats: int, seed: int) -> dict[str, Any]:
         "python": platform.python_version(), "machine": platform.platform(), "processor": cpu_name(),
         "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "torch_threads": torch.get_num_threads(), "eps": EPS, "repeats": repeats, "seed": seed,
-        "timing": "best of repeats, every run from the same seed",
-        "bound": "forward_passes * forward_seconds + gradient_evaluations * (forward_backward_seconds - forward_seconds)",
+        "timing": "every contender warmed up, then timed once per round in turn; medians over the rounds, every "
+                  "call from the same seed; ratios are medians of per-round ratios, spread = half their interquartile "
+                  "range / median",
+        "bound": "(forward_passes - graph_forward_passes) * forward_seconds + graph_forward_passes * "
+                 "graph_forward_seconds + gradient_evaluations * (forward_backward_seconds - graph_forward_seconds), "
+                 "per round",
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 

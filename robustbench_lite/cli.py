@@ -284,13 +284,17 @@ def _details(entry: PluginEntry, width: int) -> list[str]:
                    "e.g. 'cnn,resnet18@3x32x32'.")
 @click.option("--batch-size", default="128", show_default=True, help="Comma-separated batch sizes, e.g. 128,512.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
-@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Timed runs of each implementation; the best counts.")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Interleaved rounds: each round times ours, the bound's passes and torchattacks in turn; "
+                   "medians count.")
+@click.option("--max-spread", type=click.FloatRange(min=0), default=0.1, show_default=True,
+              help="Print a ratio only where its per-round values spread no wider than this (half their "
+                   "interquartile range over the median); else the table says 'unsteady'.")
 @click.option("--no-torchattacks", is_flag=True, help="Skip the comparison with torchattacks.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write every figure to this JSON file.")
 @_acceleration_options
-def bench_command(attacks: str, models: str, batch_size: str, device: str, repeats: int, no_torchattacks: bool,
-                  json_path: Path | None, **acceleration) -> None:
+def bench_command(attacks: str, models: str, batch_size: str, device: str, repeats: int, max_spread: float,
+                  no_torchattacks: bool, json_path: Path | None, **acceleration) -> None:
     """Attack throughput in images/s, against the bound of the model's passes and against torchattacks."""
     from .acceleration import Acceleration
     from .bench import bench, describe_setting, format_table, write_json
@@ -298,7 +302,7 @@ def bench_command(attacks: str, models: str, batch_size: str, device: str, repea
     measurements = bench(attacks, models, batch_size, device, repeats, torchattacks=not no_torchattacks,
                          progress=lambda text: click.echo(f"measuring {text}", err=True),
                          acceleration=Acceleration(**_pop_acceleration(acceleration)))
-    click.echo(format_table(measurements))
+    click.echo(format_table(measurements, max_spread))
     click.echo(f"{describe_setting(measurements, repeats)}; ratios are time ratios: ours/bound >= 1 is the overhead "
                "over the model's own passes, ours/torchattacks < 1 means ours is faster")
     if json_path is not None:

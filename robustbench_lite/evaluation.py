@@ -96,22 +96,24 @@ class PassCounter(nn.Module):
     A backward pass is counted each time a gradient flows back to the model's input, however it
     is asked for (``autograd.grad``, ``backward()``, one per class for a Jacobian), so attacks and
     torchattacks are counted alike. Counting in images rather than calls is what makes the count
-    honest for attacks that shrink their batch to the samples still searched.
+    honest for attacks that shrink their batch to the samples still searched. Forward passes that
+    record a graph for an input gradient are also counted apart (``graph_forward_images``): they
+    cost more than plain ones, and a Jacobian's backward passes share one of them.
     """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
         in_mode_of(self, model)
-        self.forward_images = 0
-        self.backward_images = 0
+        self.reset()
 
     def reset(self) -> None:
-        self.forward_images = self.backward_images = 0
+        self.forward_images = self.graph_forward_images = self.backward_images = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.forward_images += len(x)
         if torch.is_grad_enabled() and x.requires_grad:  # only then can a gradient come back through here
+            self.graph_forward_images += len(x)
             x = _CountBackward.apply(x, self)
         return self.model(x)
 

@@ -1,6 +1,7 @@
 """`rbl bench` and the pass counting behind its figures; no timing is asserted (that is for tests/benchmarks)."""
 
 import json
+import time
 
 import pytest
 import torch
@@ -101,3 +102,81 @@ def test_autoattack_and_fab_have_their_torchattacks_counterparts_only_at_matchin
     assert (counterpart("aa"), counterpart("fab")) == ("AutoAttack", "FAB")
     assert [counterpart(spec) for spec in ("aa[version=fast]", "aa[steps=10]", "aa[targets=3]",
                                            "apgd-dlr[target_ranks=9]", "fab[target_rank=1]")] == [None] * 5
+
+
+# --- interleaved rounds ----------------------------------------------------------------------------------------------
+
+
+def test_a_ratio_is_the_median_of_per_round_ratios_with_its_interquartile_spread():
+    # Round 3 had a load spike on ours only: its ratio (4) neither moves the median nor the spread.
+    ratio = bench.Ratio.of([1.0, 1.1, 4.0, 1.0, 0.9], [1.0, 1.0, 1.0, 1.0, 1.0])
+    assert ratio.median == pytest.approx(1.0) and ratio.spread == pytest.approx(0.05)
+    assert ratio.text(0.1) == "1.00 ±5%" and ratio.steady(0.1)
+    # A machine so busy that the rounds disagree: the ratio is not printed, only its spread.
+    noisy = bench.Ratio.of([1.0, 1.5, 0.7, 1.3, 0.8], [1.0] * 5)
+    assert not noisy.steady(0.1) and noisy.text(0.1) == "unsteady ±25%"
+    assert bench.Ratio.of([1.0, 2.0], [1.0, 1.0]).text(0.1) == "1.50 ±?"  # two rounds cannot show a spread
+    assert bench.Ratio.of([1.0, 1.0, 1.0], [1.0, 0.0, 1.0]) is None
+
+
+def test_contenders_are_warmed_up_then_timed_in_turn_every_round(cnn_workload):
+    calls = []
+    ours, *others = (bench.Contender(name, lambda name=name: calls.append(name)) for name in ("ours", "a", "b"))
+    bench.interleaved(ours, others, cnn_workload, rounds=3, seed=0)
+    assert calls == ["a", "b", "ours"] * 4  # a warm-up round, then three timed ones
+    assert [len(contender.wall) for contender in (ours, *others)] == [3, 3, 3]  # the warm-up is not timed
+    assert ours.calls == 4
+
+
+def test_the_unsteady_ratio_is_refused_in_the_table(cnn_workload):
+    measurement = bench.measure("fgsm", cnn_workload, repeats=3, torchattacks=False)
+    measurement.bound_ratio, measurement.bound_ratio_spread = 1.0, 0.3
+    row = next(line for line in bench.format_table([measurement]).splitlines() if line.startswith("| fgsm"))
+    assert "unsteady ±30%" in row and "1.00" not in row
+    assert "1.00 ±30%" in bench.format_table([measurement], max_spread=0.5)
+
+
+class Slowed:
+    """Calls ``call`` and then sleeps ``seconds``: a contender made slower by a known amount."""
+
+    def __init__(self, call, seconds):
+        self.call, self.seconds = call, seconds
+
+    def __call__(self, *args, **kwargs):
+        result = self.call(*args, **kwargs)
+        time.sleep(self.seconds)
+        return result
+
+
+def test_a_slowed_contender_moves_its_ratio_the_right_way(cnn_workload, monkeypatch):
+    """Our attack slowed: ours/bound rises; torchattacks' counterpart slowed: ours/torchattacks falls."""
+    pytest.importorskip("torchattacks")
+    import robustbench_lite as rbl
+
+    plain = bench.measure("pgd[steps=2]", cnn_workload, repeats=3)
+    attack = rbl.get_attack("pgd[steps=2]")
+    attack.perturb = Slowed(attack.perturb, 10 * plain.seconds)
+    slowed = bench.measure(attack, cnn_workload, repeats=3)
+    assert slowed.bound_ratio > 5 * plain.bound_ratio and slowed.torchattacks_ratio > 5 * plain.torchattacks_ratio
+    reference = bench.COUNTERPARTS["pgd"]
+    monkeypatch.setitem(bench.COUNTERPARTS, "pgd", lambda *args: Slowed(reference(*args), 10 * plain.seconds))
+    theirs_slowed = bench.measure("pgd[steps=2]", cnn_workload, repeats=3)
+    assert theirs_slowed.torchattacks_ratio < plain.torchattacks_ratio / 5
+    assert 0.2 < theirs_slowed.bound_ratio / plain.bound_ratio < 5  # ours and the bound untouched
+
+
+def test_the_bound_charges_a_jacobian_one_graph_forward_for_its_backward_passes(cnn_workload):
+    deepfool = bench.measure("deepfool[steps=1]", cnn_workload, repeats=1, torchattacks=False)
+    assert (deepfool.graph_forward_passes, deepfool.gradient_evaluations) == (1.0, 10.0)
+    pgd = bench.measure("pgd[steps=3]", cnn_workload, repeats=1, torchattacks=False)
+    assert pgd.graph_forward_passes == pgd.gradient_evaluations == 3.0
+    assert deepfool.bound_seconds == pytest.approx(
+        (deepfool.forward_passes - 1) * deepfool.forward_seconds + deepfool.graph_forward_seconds
+        + 10 * max(deepfool.forward_backward_seconds - deepfool.graph_forward_seconds, 0.0))
+
+
+def test_rbl_bench_defaults_are_the_library_defaults():
+    from robustbench_lite.cli import bench_command
+
+    defaults = {parameter.name: parameter.default for parameter in bench_command.params}
+    assert (defaults["repeats"], defaults["max_spread"]) == (bench.ROUNDS, bench.MAX_SPREAD)

@@ -8,13 +8,14 @@ Every built-in attack (listed from the registry) runs on the small model, cnn on
 inputs, at batch 128; FGSM and PGD also at batch 512, and FGSM and 3-step PGD on the large
 model, resnet18 on CIFAR-shaped inputs, at batch 128: about 3 minutes on one core of a 2-core
 CPU. ``RBL_BENCH_FULL=1`` runs every attack on cnn, resnet18 and vgg19 at batch 128 and 512
-(hours on that CPU; meant for a GPU). ``RBL_BENCH_ROUNDS`` sets the timed rounds (default 2;
-the best counts). Threads are torch's default; on a machine busy with other work set
+(hours on that CPU; meant for a GPU). ``RBL_BENCH_ROUNDS`` sets the interleaved rounds (default 3;
+medians count). Threads are torch's default; on a machine busy with other work set
 ``OMP_NUM_THREADS=1``, as a second spinning thread can slow small models down many times over.
 
 pytest-benchmark times our attack; in the same test, robustbench_lite.bench measures the bound
 (forward and backward passes of the same model on the same batch, as many as the attack made)
-and torchattacks' implementation, so that both ratios come from one process. Each benchmark's
+and torchattacks' implementation in the same rounds, in turn with ours (pytest-benchmark's setup
+runs them before each of its rounds), so that both ratios come from one process and one load. Each benchmark's
 extra_info holds every figure (images_per_s, gradient_evaluations, forward_passes, device, the
 bound, torchattacks, the attack's settings); a table of all of them is printed at the end.
 Compare runs with ``--benchmark-autosave`` and ``--benchmark-compare``.
@@ -31,7 +32,7 @@ from robustbench_lite import bench
 from robustbench_lite.registry import default_registry
 
 FULL = os.environ.get("RBL_BENCH_FULL") == "1"
-ROUNDS = int(os.environ.get("RBL_BENCH_ROUNDS", "2"))
+ROUNDS = int(os.environ.get("RBL_BENCH_ROUNDS", "3"))
 
 # Reduced budgets where an attack's defaults take minutes per batch on a 2-core CPU (defaults after #).
 # Attacks not named here run with their defaults.
@@ -86,7 +87,6 @@ def workload(model: str, batch_size: int) -> bench.Workload:
 def test_attack_throughput(benchmark, bench_results, attack, model, batch_size):
     def timer(run, setup, rounds):
         benchmark.pedantic(run, setup=setup, rounds=rounds, iterations=1)
-        return benchmark.stats.stats.min
 
     benchmark.group = f"{model}, batch {batch_size}"
     measurement = bench.measure(attack, workload(model, batch_size), repeats=ROUNDS, timer=timer)
