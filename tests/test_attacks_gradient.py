@@ -104,6 +104,8 @@ def test_bim_is_pgd_without_random_start(small_cnn, eps, steps, fraction, target
 
 
 @pytest.mark.parametrize("steps", [1, 2])
+# One step of 0.8 eps cannot reach the edge of the ball: the attack says so (an AttackWarning), as it should.
+@pytest.mark.filterwarnings("ignore::robustbench_lite.interfaces.AttackWarning")
 def test_pgd_l2_iterates_normalised_gradient_steps_projected_onto_the_ball(steps):
     """Hand-made steps in float64 on softmax regression: x += step * g / ||g||_2, then the
     perturbation is scaled back to norm eps where longer, then clipped to [0, 1]."""

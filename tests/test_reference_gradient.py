@@ -13,6 +13,7 @@ from torch import nn
 
 import robustbench_lite as rbl
 from robustbench_lite.attack_utils import project_l2
+from robustbench_lite.evaluation import PassCounter
 
 torchattacks = pytest.importorskip("torchattacks")
 
@@ -269,3 +270,24 @@ def test_deepfool_robust_accuracy_matches_torchattacks_on_mnist(mnist_cnn):
     assert abs(ours - accuracy_fitted_to_budget(interior, z, reference, y, 0.75)) <= 2.0
     assert ours <= accuracy_within_budget(interior, z, reference, y, 0.75) + 2.0
     assert 30 < ours < 90
+
+
+@pytest.mark.parametrize("eps", [1.0, 2.0])
+def test_cw_l2_early_abort_gives_the_full_budget_verdicts_with_fewer_gradient_steps(mnist_cnn, eps):
+    """A sample with an adversarial example within eps stops: every point judged as after all
+    100 steps, at a fraction of the input gradients."""
+    model, x, y = mnist_points(mnist_cnn, 100)
+    verdicts, gradients = {}, {}
+    for early_abort in (True, False):
+        counted = PassCounter(model)
+        x_adv = rbl.get_attack("cw-l2", early_abort=early_abort).perturb(counted, x, y, eps)
+        with torch.no_grad():
+            verdicts[early_abort] = model(x_adv).argmax(1) == y
+        gradients[early_abort] = counted.backward_images
+    assert torch.equal(verdicts[True], verdicts[False])
+    assert 5 < 100 * verdicts[True].float().mean().item() < 95, "an uninformative budget"
+    robust = int(verdicts[True].sum())
+    # Every point left robust ran all 100 steps either way; the broken ones stopped early.
+    assert gradients[False] == 100 * len(x) and 100 * robust <= gradients[True] < gradients[False]
+    print(f"cw-l2 at eps {eps}: {robust} of {len(x)} robust either way; input gradients "
+          f"{gradients[True]} with early abort, {gradients[False]} without")

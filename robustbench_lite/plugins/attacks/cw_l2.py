@@ -26,8 +26,14 @@ class CarliniWagnerL2(Attack):
     Each sample keeps the smallest adversarial example met along the way (no binary search over
     c, as in torchattacks). The minimum-norm result is fitted to the budget as foolbox evaluates
     such attacks: projected onto the l2 eps-ball and kept where still adversarial, else x is
-    returned, so the output is x or an adversarial example within eps. Unlike torchattacks, no
-    batch-wide early stop: a sample's result never depends on the rest of its batch.
+    returned, so the output is x or an adversarial example within eps.
+
+    A sample stops once it has an adversarial example within eps (``early_abort``): at this budget
+    its result can no longer change, since every later example kept would be smaller still. The
+    others go on exactly as they would have (Adam is per coordinate, so no sample's steps depend on
+    the rest of the batch). Unlike torchattacks, no batch-wide stop when the loss stalls: that would
+    make a sample's result depend on its batch. ``early_abort=false`` runs every sample to the end,
+    for the smallest examples rather than the verdict at eps.
     """
 
     name = "cw-l2"
@@ -39,6 +45,8 @@ class CarliniWagnerL2(Attack):
         Option("kappa", float, 0.0, "confidence margin: logit gap beyond which f stops rewarding", minimum=0.0),
         Option("steps", int, 100, "Adam iterations", minimum=1, maximum=MAX_STEPS),
         Option("lr", float, 0.1, "Adam learning rate in tanh space (Carlini: 0.01 over 10,000 steps)", minimum=0.0),
+        Option("early_abort", bool, True,
+               "stop a sample once it has an adversarial example within eps (its result at this budget is settled)"),
         TARGET_OPTION,
     )
 
@@ -48,18 +56,24 @@ class CarliniWagnerL2(Attack):
         optimizer = torch.optim.Adam([w], lr=self.lr)
         best = x.clone()
         best_squared_norm = torch.full((len(x),), torch.inf, dtype=x.dtype, device=x.device)
+        active = torch.arange(len(x), device=x.device)  # the samples still searched
         for _ in range(self.steps):
-            x_adv = (torch.tanh(w) + 1) / 2
-            squared_norm = (x_adv - x).flatten(1).pow(2).sum(dim=1)
+            x_adv = (torch.tanh(w[active]) + 1) / 2
+            squared_norm = (x_adv - x[active]).flatten(1).pow(2).sum(dim=1)
             logits = model(x_adv)
-            cost = squared_norm.sum() + self.c * self._margin(logits, goal).sum()
+            followed = Goal(goal.labels[active], goal.targeted)
+            cost = squared_norm.sum() + self.c * self._margin(logits, followed).sum()
             # autograd.grad, not backward(): a model being trained must not collect parameter gradients.
             w.grad = finite(torch.autograd.grad(cost, w)[0])
-            optimizer.step()
+            optimizer.step()  # stopped samples have zero gradient; where their w drifts no longer matters
             with torch.no_grad():
-                improved = goal.reached(logits) & (squared_norm < best_squared_norm)
-                best[improved] = x_adv[improved]
-                best_squared_norm = torch.where(improved, squared_norm, best_squared_norm)
+                improved = followed.reached(logits) & (squared_norm < best_squared_norm[active])
+                best[active[improved]] = x_adv[improved]
+                best_squared_norm[active[improved]] = squared_norm[improved]
+                if self.early_abort:
+                    active = active[best_squared_norm[active] > eps**2]
+                    if len(active) == 0:
+                        break
         return fit_to_budget(model, x, best, goal, eps)
 
     def _margin(self, logits: torch.Tensor, goal: Goal) -> torch.Tensor:
