@@ -282,8 +282,13 @@ def _details(entry: PluginEntry, width: int) -> list[str]:
 @click.option("--models", default="cnn", show_default=True,
               help="Comma-separated model specs, each with an optional input shape @CxHxW (default 1x28x28), "
                    "e.g. 'cnn,resnet18@3x32x32'.")
-@click.option("--batch-size", default="128", show_default=True, help="Comma-separated batch sizes, e.g. 128,512.")
+@click.option("--batch-size", default=None,
+              help="Comma-separated batch sizes, e.g. 128,512. [default: 128; with --tune: 32,64,128,256,512]")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--tune", is_flag=True,
+              help="Instead of attacks: time every batch size, in standard and channels-last memory order, on the "
+                   "model's forward+backward passes, and print the `rbl run` flags of the fastest whose predictions "
+                   "are identical.")
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
               help="Interleaved rounds: each round times ours, the bound's passes and torchattacks in turn; "
                    "medians count.")
@@ -293,13 +298,16 @@ def _details(entry: PluginEntry, width: int) -> list[str]:
 @click.option("--no-torchattacks", is_flag=True, help="Skip the comparison with torchattacks.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write every figure to this JSON file.")
 @_acceleration_options
-def bench_command(attacks: str, models: str, batch_size: str, device: str, repeats: int, max_spread: float,
-                  no_torchattacks: bool, json_path: Path | None, **acceleration) -> None:
+def bench_command(attacks: str, models: str, batch_size: str | None, device: str, tune: bool, repeats: int,
+                  max_spread: float, no_torchattacks: bool, json_path: Path | None, **acceleration) -> None:
     """Attack throughput in images/s, against the bound of the model's passes and against torchattacks."""
     from .acceleration import Acceleration
     from .bench import bench, describe_setting, format_table, write_json
 
-    measurements = bench(attacks, models, batch_size, device, repeats, torchattacks=not no_torchattacks,
+    if tune:
+        _tune_command(models, batch_size, device, repeats, max_spread, json_path)
+        return
+    measurements = bench(attacks, models, batch_size or "128", device, repeats, torchattacks=not no_torchattacks,
                          progress=lambda text: click.echo(f"measuring {text}", err=True),
                          acceleration=Acceleration(**_pop_acceleration(acceleration)))
     click.echo(format_table(measurements, max_spread))
@@ -307,6 +315,17 @@ def bench_command(attacks: str, models: str, batch_size: str, device: str, repea
                "over the model's own passes, ours/torchattacks < 1 means ours is faster")
     if json_path is not None:
         write_json(json_path, measurements, repeats, seed=0)
+        click.echo(f"wrote {json_path}")
+
+
+def _tune_command(models: str, batch_size: str | None, device: str, repeats: int, max_spread: float,
+                  json_path: Path | None) -> None:
+    from .bench import TUNE_BATCH_SIZES, format_tuning, parse_batch_sizes, tune, write_json
+
+    tunings = tune(models, parse_batch_sizes(batch_size) if batch_size else TUNE_BATCH_SIZES, device, repeats)
+    click.echo(format_tuning(tunings, max_spread))
+    if json_path is not None:
+        write_json(json_path, tunings, repeats, seed=0)
         click.echo(f"wrote {json_path}")
 
 

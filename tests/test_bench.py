@@ -180,3 +180,44 @@ def test_rbl_bench_defaults_are_the_library_defaults():
 
     defaults = {parameter.name: parameter.default for parameter in bench_command.params}
     assert (defaults["repeats"], defaults["max_spread"]) == (bench.ROUNDS, bench.MAX_SPREAD)
+
+
+# --- rbl bench --tune --------------------------------------------------------------------------------------------------
+
+
+def test_tune_times_every_batch_size_and_layout_and_marks_the_fastest_with_identical_predictions():
+    tunings = bench.tune("cnn,mlp@2", batch_sizes=(8, 16), device="cpu", repeats=3)
+    cnn = [(t.batch_size, t.channels_last) for t in tunings if t.model == "cnn@1x28x28"]
+    mlp = [(t.batch_size, t.channels_last) for t in tunings if t.model == "mlp@2"]
+    assert sorted(cnn) == [(8, False), (8, True), (16, False), (16, True)]
+    assert sorted(mlp) == [(8, False), (16, False)]  # no memory order to choose for feature vectors
+    for model in ("cnn@1x28x28", "mlp@2"):
+        fastest = [t for t in tunings if t.model == model and t.fastest]
+        assert len(fastest) == 1 and fastest[0].identical
+        assert fastest[0].seconds_per_image == min(t.seconds_per_image for t in tunings if t.model == model and t.identical)
+    assert all(len(t.round_seconds) == 3 and t.seconds_per_image > 0 for t in tunings)
+
+
+def test_a_setting_that_changes_predictions_is_never_recommended(monkeypatch):
+    real = bench._predictions_in_batches
+
+    def flipped_when_channels_last(workload, size):
+        predictions = real(workload, size)
+        return predictions + 1 if workload.acceleration.get("channels_last") else predictions
+
+    monkeypatch.setattr(bench, "_predictions_in_batches", flipped_when_channels_last)
+    tunings = bench.tune("cnn", batch_sizes=(8,), device="cpu", repeats=3)
+    assert [(t.channels_last, t.identical, t.fastest) for t in sorted(tunings, key=lambda t: t.channels_last)] == [
+        (False, True, True), (True, False, False)]
+    table = bench.format_tuning(tunings)
+    assert "| NO " in table and table.splitlines()[-1] == "cnn@1x28x28: rbl run ... --eval-batch-size 8"
+
+
+def test_rbl_bench_tune_prints_the_flags_for_rbl_run(capsys, tmp_path):
+    path = tmp_path / "tune.json"
+    status = main(["bench", "--tune", "--models", "cnn", "--batch-size", "8,16", "--repeats", "3", "--device", "cpu",
+                   "--json", str(path)])
+    out = capsys.readouterr().out
+    assert status == 0 and "cnn@1x28x28: rbl run ... --eval-batch-size " in out
+    tunings = json.loads(path.read_text())["tunings"]
+    assert len(tunings) == 4 and sum(t["fastest"] for t in tunings) == 1
