@@ -105,7 +105,7 @@ def parse_model_spec(text: str) -> tuple[PluginSpec, tuple[int, ...]]:
     return PluginSpec.parse(spec_text), shape
 
 
-def _check_batch_values(model: str, shape: Sequence[int], batch_size: int) -> None:
+def check_batch_values(model: str, shape: Sequence[int], batch_size: int) -> None:
     """Refuse, before the model is built, an input shape whose batches could not be allocated."""
     values = batch_size * math.prod(shape)
     if values > MAX_BATCH_VALUES:
@@ -479,7 +479,8 @@ def parse_batch_sizes(text: str) -> list[int]:
     return sizes
 
 
-def _items(value: str | Iterable[str]) -> list[str]:
+def spec_list(value: str | Iterable[str]) -> list[str]:
+    """Comma-separated specs (commas inside brackets kept) or an iterable of them, stripped; none is an error."""
     items = split_outside_brackets(value, ",") if isinstance(value, str) else list(value)
     items = [item.strip() for item in items if item.strip()]
     if not items:
@@ -509,14 +510,14 @@ def bench(
     registry = registry or default_registry()
     if repeats < 1:
         raise UsageError(f"repeats must be at least 1; got {repeats}")
-    attack_list = [registry.create("attacks", spec) for spec in _items(attacks)]
+    attack_list = [registry.create("attacks", spec) for spec in spec_list(attacks)]
     for attack in attack_list:
         _eps(attack)
-    model_list = _items(models)
+    model_list = spec_list(models)
     sizes = parse_batch_sizes(batch_sizes) if isinstance(batch_sizes, str) else list(batch_sizes)
     for model in model_list:  # a builder that cannot take the input shape says so now, not after an hour
         spec, shape = parse_model_spec(model)
-        _check_batch_values(model, shape, max(sizes, default=1))
+        check_batch_values(model, shape, max(sizes, default=1))
         builder = registry.create("models", spec)
         try:
             builder.build(shape, NUM_CLASSES)
@@ -601,115 +602,10 @@ def metadata(repeats: int, seed: int) -> dict[str, Any]:
     }
 
 
-def write_json(path: Path, results: Iterable[Measurement] | Iterable[Tuning], repeats: int, seed: int) -> None:
-    """Measurements (``rbl bench``) or tunings (``rbl bench --tune``) with the metadata they depend on."""
+def write_json(path: Path, results: Iterable[Any], repeats: int, seed: int, key: str = "measurements") -> None:
+    """Results with an ``as_dict()`` (measurements, tunings, training measurements) under ``key``, with
+    the metadata they depend on."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    listed = list(results)
-    key = "tunings" if listed and isinstance(listed[0], Tuning) else "measurements"
-    payload = {"metadata": metadata(repeats, seed), key: [result.as_dict() for result in listed]}
+    payload = {"metadata": metadata(repeats, seed), key: [result.as_dict() for result in results]}
     path.write_text(json.dumps(payload, indent=2) + "\n")
 
-
-# --- tuning: the fastest evaluation settings for a model on this device -------------------------------------------
-
-TUNE_BATCH_SIZES = (32, 64, 128, 256, 512)
-
-
-@dataclass
-class Tuning:
-    """One candidate setting of ``rbl run``'s evaluation for a model: attacked batch size and memory format,
-    timed on forward+backward passes (what gradient attacks iterate), per image."""
-
-    model: str
-    device: str
-    batch_size: int
-    channels_last: bool
-    round_seconds: list[float]  # per image, each round
-    identical: bool  # the same predictions as the reference setting (the first candidate) on the same inputs
-    fastest: bool = False  # the fastest candidate with identical predictions
-
-    @property
-    def seconds_per_image(self) -> float:
-        return statistics.median(self.round_seconds)
-
-    @property
-    def flags(self) -> str:
-        """The `rbl run` options that select this setting."""
-        return f"--eval-batch-size {self.batch_size}" + (" --channels-last" if self.channels_last else "")
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "seconds_per_image": self.seconds_per_image, "flags": self.flags}
-
-
-def tune(
-    models: str | Iterable[str] = "cnn",
-    batch_sizes: Sequence[int] = TUNE_BATCH_SIZES,
-    device: str = "auto",
-    repeats: int = ROUNDS,
-    seed: int = 0,
-    registry: Registry | None = None,
-) -> list[Tuning]:
-    """Every batch size, in standard and channels-last memory order (for image inputs), timed on the
-    same images in interleaved rounds; the fastest whose predictions match the reference's is marked.
-
-    The reference is the standard memory order at the largest batch size. Each candidate passes the
-    same images (as many as the largest batch) forward and back per round, in batches of its size.
-    """
-    registry = registry or default_registry()
-    sizes = sorted(set(batch_sizes), reverse=True)
-    if not sizes or min(sizes) < 1:
-        raise UsageError(f"batch sizes must be positive integers; got {list(batch_sizes)}")
-    resolved = resolve_device(device)
-    return [tuning for model in _items(models) for tuning in _tune_model(model, sizes, resolved, repeats, seed, registry)]
-
-
-def _tune_model(model: str, sizes: Sequence[int], device: torch.device, repeats: int, seed: int,
-                registry: Registry) -> list[Tuning]:
-    _check_batch_values(model, parse_model_spec(model)[1], sizes[0])
-    standard = make_workload(model, sizes[0], device, seed, registry)
-    layouts = [(False, standard)]
-    if standard.x.dim() == 4:  # NHWC only means something for image batches
-        layouts.append((True, make_workload(model, sizes[0], device, seed, registry, Acceleration(channels_last=True))))
-    candidates = [(layout, workload, size) for layout, workload in layouts for size in sizes]
-    contenders = [Contender(f"{size}{' channels-last' if layout else ''}", _passes_in_batches(workload, size))
-                  for layout, workload, size in candidates]
-    interleaved(contenders[0], contenders[1:], standard, repeats, seed)
-    reference = standard.y  # the largest batch, standard layout: make_workload's own predictions
-    results = []
-    for (layout, workload, size), contender in zip(candidates, contenders):
-        results.append(Tuning(
-            model=standard.label, device=str(device), batch_size=size, channels_last=layout,
-            round_seconds=[seconds / sizes[0] for seconds in contender.wall], identical=torch.equal(_predictions_in_batches(workload, size), reference),
-        ))
-    eligible = [tuning for tuning in results if tuning.identical]
-    min(eligible, key=lambda tuning: tuning.seconds_per_image).fastest = True  # the reference itself is eligible
-    return results
-
-
-def _passes_in_batches(workload: Workload, size: int) -> Callable[[], None]:
-    def run() -> None:
-        for start in range(0, workload.batch_size, size):
-            loss_gradient(workload.model, workload.x[start:start + size], workload.y[start:start + size])
-    return run
-
-
-def _predictions_in_batches(workload: Workload, size: int) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([workload.model(workload.x[start:start + size]).argmax(dim=1)
-                          for start in range(0, workload.batch_size, size)])
-
-
-def format_tuning(tunings: Sequence[Tuning], max_spread: float = MAX_SPREAD) -> str:
-    """The candidates as a table, fastest first per model, each timed against the fastest with
-    identical predictions (per round, as ratios are), and the `rbl run` flags of that one."""
-    chosen = {tuning.model: tuning for tuning in tunings if tuning.fastest}
-    rows = []
-    for tuning in sorted(tunings, key=lambda tuning: (tuning.model, tuning.seconds_per_image)):
-        ratio = Ratio.of(tuning.round_seconds, chosen[tuning.model].round_seconds)
-        relative = "-" if ratio is None else ratio.text(max_spread)
-        rows.append((tuning.model, tuning.batch_size, "yes" if tuning.channels_last else "no",
-                     f"{1e3 * tuning.seconds_per_image:.3g}", relative, "yes" if tuning.identical else "NO",
-                     "<- fastest" if tuning.fastest else ""))
-    table = tabulate(rows, headers=("model", "batch", "channels last", "ms/image (fwd+bwd)", "time / fastest",
-                                    "same predictions", ""), tablefmt="github", disable_numparse=True)
-    return table + "\n" + "\n".join(f"{model}: rbl run ... {tuning.flags}" for model, tuning in chosen.items())

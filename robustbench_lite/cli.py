@@ -320,12 +320,13 @@ def bench_command(attacks: str, models: str, batch_size: str | None, device: str
 
 def _tune_command(models: str, batch_size: str | None, device: str, repeats: int, max_spread: float,
                   json_path: Path | None) -> None:
-    from .bench import TUNE_BATCH_SIZES, format_tuning, parse_batch_sizes, tune, write_json
+    from .bench import parse_batch_sizes, write_json
+    from .bench_tuning import TUNE_BATCH_SIZES, format_tuning, tune
 
     tunings = tune(models, parse_batch_sizes(batch_size) if batch_size else TUNE_BATCH_SIZES, device, repeats)
     click.echo(format_tuning(tunings, max_spread))
     if json_path is not None:
-        write_json(json_path, tunings, repeats, seed=0)
+        write_json(json_path, tunings, repeats, seed=0, key="tunings")
         click.echo(f"wrote {json_path}")
 
 

@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from robustbench_lite import bench
+from robustbench_lite import bench, bench_tuning
 from robustbench_lite.attack_utils import logits_and_input_jacobian, loss_gradient
 from robustbench_lite.cli import main
 from robustbench_lite.errors import UsageError
@@ -186,7 +186,7 @@ def test_rbl_bench_defaults_are_the_library_defaults():
 
 
 def test_tune_times_every_batch_size_and_layout_and_marks_the_fastest_with_identical_predictions():
-    tunings = bench.tune("cnn,mlp@2", batch_sizes=(8, 16), device="cpu", repeats=3)
+    tunings = bench_tuning.tune("cnn,mlp@2", batch_sizes=(8, 16), device="cpu", repeats=3)
     cnn = [(t.batch_size, t.channels_last) for t in tunings if t.model == "cnn@1x28x28"]
     mlp = [(t.batch_size, t.channels_last) for t in tunings if t.model == "mlp@2"]
     assert sorted(cnn) == [(8, False), (8, True), (16, False), (16, True)]
@@ -199,17 +199,17 @@ def test_tune_times_every_batch_size_and_layout_and_marks_the_fastest_with_ident
 
 
 def test_a_setting_that_changes_predictions_is_never_recommended(monkeypatch):
-    real = bench._predictions_in_batches
+    real = bench_tuning._predictions_in_batches
 
     def flipped_when_channels_last(workload, size):
         predictions = real(workload, size)
         return predictions + 1 if workload.acceleration.get("channels_last") else predictions
 
-    monkeypatch.setattr(bench, "_predictions_in_batches", flipped_when_channels_last)
-    tunings = bench.tune("cnn", batch_sizes=(8,), device="cpu", repeats=3)
+    monkeypatch.setattr(bench_tuning, "_predictions_in_batches", flipped_when_channels_last)
+    tunings = bench_tuning.tune("cnn", batch_sizes=(8,), device="cpu", repeats=3)
     assert [(t.channels_last, t.identical, t.fastest) for t in sorted(tunings, key=lambda t: t.channels_last)] == [
         (False, True, True), (True, False, False)]
-    table = bench.format_tuning(tunings)
+    table = bench_tuning.format_tuning(tunings)
     assert "| NO " in table and table.splitlines()[-1] == "cnn@1x28x28: rbl run ... --eval-batch-size 8"
 
 
