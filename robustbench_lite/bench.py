@@ -119,6 +119,16 @@ def shape_text(shape: Sequence[int]) -> str:
     return "x".join(map(str, shape))
 
 
+def noise_dataset(shape: Sequence[int], size: int, seed: int) -> Dataset:
+    """``size`` uniform-noise inputs of ``shape`` (train and test alike), labels 0, NUM_CLASSES classes:
+    what build_model needs to put a network behind the normalisation `rbl run` uses."""
+    x = torch.rand((size, *shape), generator=torch.Generator().manual_seed(seed))
+    labels = torch.zeros(size, dtype=torch.long)
+    return Dataset(name="noise", x_train=x, y_train=labels, x_test=x, y_test=labels,
+                   classes=[str(k) for k in range(NUM_CLASSES)], mean=[UNIFORM_MEAN] * shape[0],
+                   std=[UNIFORM_STD] * shape[0], source="uniform noise")
+
+
 def make_workload(
     model: str, batch_size: int, device: str | torch.device = "cpu", seed: int = 0, registry: Registry | None = None,
     acceleration: Acceleration | None = None,
@@ -129,14 +139,8 @@ def make_workload(
     spec, shape = parse_model_spec(model)
     builder = registry.create("models", spec)
     device = resolve_device(device) if isinstance(device, str) else device
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.rand((batch_size, *shape), generator=generator)
-    # build_model puts the network behind the same normalisation `rbl run` uses; it wants a Dataset for that.
-    data = Dataset(
-        name="noise", x_train=x, y_train=torch.zeros(batch_size, dtype=torch.long), x_test=x,
-        y_test=torch.zeros(batch_size, dtype=torch.long), classes=[str(k) for k in range(NUM_CLASSES)],
-        mean=[UNIFORM_MEAN] * shape[0], std=[UNIFORM_STD] * shape[0], source="uniform noise",
-    )
+    data = noise_dataset(shape, batch_size, seed)
+    x = data.x_test
     acceleration = acceleration or Acceleration()
     network = acceleration.apply(build_model(builder, data, seed).to(device).eval().requires_grad_(False))
     x = x.to(device)
@@ -541,7 +545,7 @@ COLUMNS = (
 )
 
 
-def _rate(value: float | None) -> str:
+def rate_text(value: float | None) -> str:
     """Images/s to three significant digits without an exponent (3.04, 58.1, 1840)."""
     if value is None:
         return "-"
@@ -561,8 +565,8 @@ def format_table(measurements: Iterable[Measurement], max_spread: float = MAX_SP
     """The measurements as a GitHub-readable table; ratios are time ratios (below 1: ours is faster),
     medians with their spread, or "unsteady" where the spread exceeds ``max_spread``."""
     rows = [
-        (m.attack, m.model, m.batch_size, _rate(m.images_per_s), _number(m.gradient_evaluations, ".4g"),
-         _rate(m.bound_images_per_s), _ratio(m.ratio("bound"), max_spread), _rate(m.torchattacks_images_per_s),
+        (m.attack, m.model, m.batch_size, rate_text(m.images_per_s), _number(m.gradient_evaluations, ".4g"),
+         rate_text(m.bound_images_per_s), _ratio(m.ratio("bound"), max_spread), rate_text(m.torchattacks_images_per_s),
          _number(m.torchattacks_gradient_evaluations, ".4g"), _ratio(m.ratio("torchattacks"), max_spread))
         for m in measurements
     ]

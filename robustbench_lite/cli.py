@@ -289,6 +289,11 @@ def _details(entry: PluginEntry, width: int) -> list[str]:
               help="Instead of attacks: time every batch size, in standard and channels-last memory order, on the "
                    "model's forward+backward passes, and print the `rbl run` flags of the fastest whose predictions "
                    "are identical.")
+@click.option("--training", is_flag=True,
+              help="Instead of attacks: time the training step of each of --defenses on each model, against the "
+                   "bound of its passes (k input gradients + one update, about (k + 1) forward+backward).")
+@click.option("--defenses", default="at-pgd,trades,at-apgd", show_default=True,
+              help="With --training: comma-separated defense specs.")
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
               help="Interleaved rounds: each round times ours, the bound's passes and torchattacks in turn; "
                    "medians count.")
@@ -298,14 +303,20 @@ def _details(entry: PluginEntry, width: int) -> list[str]:
 @click.option("--no-torchattacks", is_flag=True, help="Skip the comparison with torchattacks.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Also write every figure to this JSON file.")
 @_acceleration_options
-def bench_command(attacks: str, models: str, batch_size: str | None, device: str, tune: bool, repeats: int,
-                  max_spread: float, no_torchattacks: bool, json_path: Path | None, **acceleration) -> None:
+def bench_command(attacks: str, models: str, batch_size: str | None, device: str, tune: bool, training: bool,
+                  defenses: str, repeats: int, max_spread: float, no_torchattacks: bool, json_path: Path | None,
+                  **acceleration) -> None:
     """Attack throughput in images/s, against the bound of the model's passes and against torchattacks."""
     from .acceleration import Acceleration
     from .bench import bench, describe_setting, format_table, write_json
 
+    if tune and training:
+        raise UsageError("--tune and --training are two measurements; give one")
     if tune:
         _tune_command(models, batch_size, device, repeats, max_spread, json_path)
+        return
+    if training:
+        _training_command(defenses, models, batch_size, device, repeats, max_spread, json_path)
         return
     measurements = bench(attacks, models, batch_size or "128", device, repeats, torchattacks=not no_torchattacks,
                          progress=lambda text: click.echo(f"measuring {text}", err=True),
@@ -327,6 +338,21 @@ def _tune_command(models: str, batch_size: str | None, device: str, repeats: int
     click.echo(format_tuning(tunings, max_spread))
     if json_path is not None:
         write_json(json_path, tunings, repeats, seed=0, key="tunings")
+        click.echo(f"wrote {json_path}")
+
+
+def _training_command(defenses: str, models: str, batch_size: str | None, device: str, repeats: int,
+                      max_spread: float, json_path: Path | None) -> None:
+    from .bench import parse_batch_sizes, write_json
+    from .bench_training import bench_training, format_training
+
+    sizes = parse_batch_sizes(batch_size or "128")
+    measurements = [measurement for size in sizes for measurement in bench_training(
+        defenses, models, size, device, repeats, progress=lambda text: click.echo(f"measuring {text}", err=True))]
+    click.echo(format_training(measurements, max_spread))
+    click.echo("step/bound >= 1 is the overhead beyond the model's own passes (the optimizer's step included)")
+    if json_path is not None:
+        write_json(json_path, measurements, repeats, seed=0, key="training")
         click.echo(f"wrote {json_path}")
 
 

@@ -175,8 +175,7 @@ def train(
         total, batches = 0.0, 0
         for start in range(0, n, config.batch_size):
             index = order[start : start + config.batch_size]
-            x = data.x_train[index].to(device, non_blocking=True)
-            y = data.y_train[index].to(device, non_blocking=True)
+            x, y = to_device(data.x_train[index], device), to_device(data.y_train[index], device)
             loss = defense.loss(model, x, y, config.train_eps)
             if not torch.isfinite(loss):
                 raise TrainingDivergedError(f"training loss became {loss.item()} at epoch {epoch + 1}")
@@ -205,6 +204,14 @@ def train(
         model.load_state_dict(best_state)
     model.eval()
     return result
+
+
+def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``batch`` on ``device``; to a GPU through pinned memory, without blocking, so that the host goes on
+    queueing work while the copy runs (what a DataLoader's pin_memory does per batch)."""
+    if device.type != "cuda":
+        return batch.to(device)
+    return batch.pin_memory().to(device, non_blocking=True)
 
 
 def batches_per_run(data: Dataset, config: TrainingConfig) -> int:

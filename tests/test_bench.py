@@ -221,3 +221,38 @@ def test_rbl_bench_tune_prints_the_flags_for_rbl_run(capsys, tmp_path):
     assert status == 0 and "cnn@1x28x28: rbl run ... --eval-batch-size " in out
     tunings = json.loads(path.read_text())["tunings"]
     assert len(tunings) == 4 and sum(t["fastest"] for t in tunings) == 1
+
+
+# --- rbl bench --training ----------------------------------------------------------------------------------------------
+
+
+def test_a_training_step_is_counted_as_k_input_gradients_and_one_update():
+    from robustbench_lite import bench_training
+
+    pgd = bench_training.measure_training("at-pgd[steps=3]", "cnn", batch_size=8, device="cpu", repeats=3)
+    assert (pgd.input_gradients, pgd.graph_forward_passes, pgd.forward_passes) == (3.0, 3.0, 4.0)
+    standard = bench_training.measure_training("none", "cnn", batch_size=8, device="cpu", repeats=3)
+    assert (standard.input_gradients, standard.forward_passes) == (0.0, 1.0)
+    assert 0 < standard.bound_seconds < pgd.bound_seconds and pgd.bound_ratio > 0
+
+
+def test_a_slowed_training_step_moves_its_ratio_up():
+    import robustbench_lite as rbl
+    from robustbench_lite import bench_training
+
+    plain = bench_training.measure_training("at-pgd[steps=2]", "cnn", batch_size=8, device="cpu", repeats=3)
+    defense = rbl.default_registry().create("defenses", "at-pgd[steps=2]")
+    defense.loss = Slowed(defense.loss, 10 * plain.seconds)
+    slowed = bench_training.measure_training(defense, "cnn", batch_size=8, device="cpu", repeats=3)
+    assert slowed.bound_ratio > 5 * plain.bound_ratio
+
+
+def test_rbl_bench_training_prints_the_table_and_writes_json(capsys, tmp_path):
+    path = tmp_path / "training.json"
+    status = main(["bench", "--training", "--defenses", "at-pgd[steps=2],none", "--models", "cnn", "--batch-size", "8",
+                   "--repeats", "3", "--device", "cpu", "--json", str(path)])
+    out = capsys.readouterr().out
+    assert status == 0 and "| at-pgd[steps=2] | cnn@1x28x28 |" in out and "| none " in out
+    assert [row["input_gradients"] for row in json.loads(path.read_text())["training"]] == [2.0, 0.0]
+    assert main(["bench", "--training", "--tune", "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.strip() == "rbl: error: --tune and --training are two measurements; give one"

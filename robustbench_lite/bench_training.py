@@ -1,0 +1,215 @@
+"""``rbl bench --training``: adversarial training's images/s next to the bound of its passes.
+
+A training step of a defense crafts its examples (k input gradients for a k-step PGD) and then
+updates the weights (one forward pass and one backward pass to the parameters). Its bound is
+what those passes cost at least on the same model and batch, in train mode: the passes the
+crafting made on the frozen model (as :func:`~robustbench_lite.attack_utils.craft` runs attacks),
+priced as :mod:`robustbench_lite.bench` prices an attack's, plus one
+forward+backward to the parameters, so a k-step defense is bounded by about (k + 1) forward+
+backward passes. Every contender is timed in interleaved rounds, as attacks are; the optimizer's
+step is charged to the defense, not to the bound.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tabulate import tabulate
+from torch import nn
+
+from .bench import (EPS, MAX_REPLAY, MAX_SPREAD, NUM_CLASSES, ROUNDS, Contender, Ratio, Workload, check_batch_values,
+                    interleaved, noise_dataset, parse_model_spec, rate_text, spec_list, warm_up)
+from .attack_utils import frozen
+from .evaluation import PassCounter
+from .interfaces import Defense, ModelBuilder, TrainingContext
+from .registry import Registry, default_registry
+from .runner import build_model, resolve_device
+
+TRAINING_DEFENSES = "at-pgd,trades,at-apgd"  # the iterative adversarial trainings, whose inner loops dominate
+
+
+@dataclass
+class TrainingMeasurement:
+    """One defense's training step on one model and batch, and its bound. Seconds are medians over the rounds."""
+
+    defense: str
+    model: str
+    batch_size: int
+    device: str
+    eps: float
+    rounds: int
+    seconds: float  # one training step: crafting, forward, backward, optimizer step
+    cpu_seconds: float
+    forward_passes: float  # per step, in full batches, the update's forward pass included
+    graph_forward_passes: float
+    input_gradients: float  # k: the crafting's gradient evaluations per step
+    bound_seconds: float
+    bound_ratio: float | None = None  # the step's time over the bound's: 1 is the most the passes allow
+    bound_ratio_spread: float | None = None
+    round_seconds: dict[str, list[float]] = field(default_factory=dict)
+    torch_threads: int = field(default_factory=torch.get_num_threads)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.batch_size / self.seconds
+
+    @property
+    def bound_images_per_s(self) -> float | None:
+        return self.batch_size / self.bound_seconds if self.bound_seconds > 0 else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "images_per_s": self.images_per_s, "bound_images_per_s": self.bound_images_per_s}
+
+
+@dataclass
+class _Trainee:
+    """A fresh model in train mode with its optimizer, on a batch of noise labelled by its own predictions."""
+
+    builder: ModelBuilder
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    workload: Workload
+
+    @classmethod
+    def of(cls, model: str, batch_size: int, device: torch.device, seed: int, registry: Registry) -> _Trainee:
+        spec, shape = parse_model_spec(model)
+        check_batch_values(model, shape, batch_size)
+        builder = registry.create("models", spec)
+        data = noise_dataset(shape, batch_size, seed)
+        network = build_model(builder, data, seed).to(device)
+        x = data.x_test.to(device)
+        with torch.no_grad():
+            y = network.eval()(x).argmax(dim=1)
+        label = f"{builder.label}@{'x'.join(map(str, shape))}"
+        return cls(builder, network.train(), builder.optimizer(network.parameters()), Workload(label, network, x, y))
+
+
+def measure_training(
+    defense: str | Defense, model: str = "cnn", batch_size: int = 128, device: str = "cpu", repeats: int = ROUNDS,
+    seed: int = 0, registry: Registry | None = None,
+) -> TrainingMeasurement:
+    """Time ``defense``'s training step on a fresh ``model`` and the bound of its passes, in interleaved rounds."""
+    registry = registry or default_registry()
+    if isinstance(defense, str):
+        defense = registry.create("defenses", defense)
+    resolved = resolve_device(device)
+    trainee = _Trainee.of(model, batch_size, resolved, seed, registry)
+    eps = EPS["linf"]
+    defense.prepare(TrainingContext(trainee.builder, noise_dataset(trainee.workload.x.shape[1:], batch_size, seed),
+                                    1, batch_size, eps, seed, resolved, None))
+    counted = PassCounter(trainee.model)
+    step = Contender("training step", _training_step(defense, counted, trainee, eps), counted)
+    warm_up(step, trainee.workload, seed)  # which also counts the passes the bound replays
+    passes = _pass_contenders(trainee)
+    for primitive, count in zip(passes, _pass_counts(step, batch_size)):
+        primitive.repeat = min(max(round(count), 1), MAX_REPLAY)
+    interleaved(step, passes, trainee.workload, repeats, seed)
+    return _training_measurement(defense, trainee, eps, step, passes)
+
+
+def _training_step(defense: Defense, counted: PassCounter, trainee: _Trainee, eps: float) -> Callable[[], None]:
+    x, y = trainee.workload.x, trainee.workload.y
+
+    def step() -> None:
+        loss = defense.loss(counted, x, y, eps)
+        trainee.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        trainee.optimizer.step()
+
+    return step
+
+
+def _pass_contenders(trainee: _Trainee) -> list[Contender]:
+    """The bound's primitives, on a copy of the model (the training steps change its weights): a plain
+    forward pass, one recording an input gradient's graph, that one with the input gradient, all three on
+    the model frozen as :func:`craft` freezes it for crafting, and a forward+backward to the parameters
+    in train mode (the update)."""
+    model = copy.deepcopy(trainee.model)
+    x, y = trainee.workload.x, trainee.workload.y
+
+    def forward() -> None:
+        with frozen(model), torch.no_grad():
+            model(x)
+
+    def graph_forward() -> None:
+        with frozen(model):
+            model(x.detach().requires_grad_(True))
+
+    def input_gradient() -> None:
+        with frozen(model):
+            x_var = x.detach().requires_grad_(True)
+            torch.autograd.grad(F.cross_entropy(model(x_var), y), x_var)
+
+    def update() -> None:
+        F.cross_entropy(model(x), y).backward()
+        model.zero_grad(set_to_none=True)
+
+    return [Contender(name, call) for name, call in (
+        ("forward", forward), ("graph forward", graph_forward), ("input gradient", input_gradient), ("update", update))]
+
+
+def _pass_counts(step: Contender, batch_size: int) -> tuple[float, float, float, float]:
+    """Per step, in full batches: the crafting's plain forward passes, graph-recording ones and input
+    gradients, and the one update (its forward pass is priced with its backward pass)."""
+    counter = step.counter
+    assert counter is not None
+    forward, graph, gradients = (step.per_run(images, batch_size) for images in (
+        counter.forward_images, counter.graph_forward_images, counter.backward_images))
+    return max(forward - graph - 1, 0.0), graph, gradients, 1.0
+
+
+def _training_measurement(defense: Defense, trainee: _Trainee, eps: float, step: Contender,
+                          passes: list[Contender]) -> TrainingMeasurement:
+    size = trainee.workload.batch_size
+    plain, graph, gradients, _ = _pass_counts(step, size)
+    bounds = [plain * f + graph * g + gradients * max(ig - g, 0.0) + update
+              for f, g, ig, update in zip(*(contender.wall for contender in passes))]
+    ratio = Ratio.of(step.wall, bounds)
+    return TrainingMeasurement(
+        defense=defense.label, model=trainee.workload.label, batch_size=size, device=str(trainee.workload.device),
+        eps=eps, rounds=len(step.wall), seconds=statistics.median(step.wall), cpu_seconds=statistics.median(step.cpu),
+        forward_passes=plain + graph + 1, graph_forward_passes=graph, input_gradients=gradients,
+        bound_seconds=statistics.median(bounds), bound_ratio=ratio and ratio.median,
+        bound_ratio_spread=ratio and ratio.spread,
+        round_seconds={contender.name: list(contender.wall) for contender in (step, *passes)},
+    )
+
+
+def bench_training(
+    defenses: str | Iterable[str] = TRAINING_DEFENSES, models: str | Iterable[str] = "cnn", batch_size: int = 128,
+    device: str = "auto", repeats: int = ROUNDS, seed: int = 0, progress: Callable[[str], None] | None = None,
+    registry: Registry | None = None,
+) -> list[TrainingMeasurement]:
+    """:func:`measure_training` for every defense on every model; every name checked before any work."""
+    registry = registry or default_registry()
+    defense_list = [registry.create("defenses", spec) for spec in spec_list(defenses)]
+    model_list = spec_list(models)
+    for model in model_list:
+        registry.create("models", parse_model_spec(model)[0]).build(parse_model_spec(model)[1], NUM_CLASSES)
+    results = []
+    for model in model_list:
+        for defense in defense_list:
+            if progress:
+                progress(f"{defense.label} training on {model}, batch {batch_size}")
+            results.append(measure_training(defense, model, batch_size, device, repeats, seed, registry))
+    return results
+
+
+COLUMNS = ("defense", "model", "batch", "train images/s", "input grads/step", "bound images/s", "step/bound")
+
+
+def format_training(measurements: Iterable[TrainingMeasurement], max_spread: float = MAX_SPREAD) -> str:
+    """The training measurements as a table; step/bound >= 1 is the overhead beyond the model's own passes."""
+    rows = []
+    for m in measurements:
+        ratio = None if m.bound_ratio is None else Ratio(m.bound_ratio, m.bound_ratio_spread)
+        rows.append((m.defense, m.model, m.batch_size, rate_text(m.images_per_s), f"{m.input_gradients:.4g}",
+                     rate_text(m.bound_images_per_s), "-" if ratio is None else ratio.text(max_spread)))
+    return tabulate(rows, headers=COLUMNS, tablefmt="github", disable_numparse=True,
+                    colalign=("left", "left") + ("right",) * (len(COLUMNS) - 2))
