@@ -179,6 +179,7 @@ def ranking(
     ``flags`` names the sanity checks the row fails ("" if none), computed with the run's
     ``metadata`` (``cells.attrs["metadata"]`` by default) unless their ``findings`` are given.
     """
+    cells, metadata = sanity.detached(cells, metadata)
     table = accuracy_table(cells)
     present = pd.MultiIndex.from_frame(table[["model", "defense"]].drop_duplicates())
     wide = table.set_index(["model", "defense", "attack"])["R&G"].unstack("attack").reindex(index=present)
@@ -189,7 +190,7 @@ def ranking(
     wide.insert(0, "clean %", clean)
     wide = wide.reset_index()
     findings = sanity.check(cells, metadata) if findings is None else findings
-    partial = partial_reason(metadata if metadata is not None else cells.attrs.get("metadata") or {})
+    partial = partial_reason(metadata)
     wide["flags"] = [", ".join(filter(None, [sanity.flags(findings, model, defense), "partial-run" if partial else ""]))
                      for model, defense in zip(wide["model"], wide["defense"])]
     naive_rows = set(map(tuple, cells.loc[cells["evaluation"] == "naive", ["model", "defense"]].values))
@@ -223,6 +224,7 @@ def write(
     Returns the paths by format, plus ``accuracy`` for the accuracy-vs-eps plot. With ``plots`` false
     the plots are not drawn (a run draws them once, at its end): the Markdown links them all the same.
     """
+    cells, _ = sanity.detached(cells, metadata)
     drawn = plot.leaderboard_plots(cells, out_dir, name) if plots else {}
     paths = {}
     for suffix, text in render(cells, metadata, name, plot.leaderboard_plot_names(name)).items():
@@ -233,6 +235,7 @@ def write(
 
 def render(cells: pd.DataFrame, metadata: dict[str, Any], name: str, plots: dict[str, str] | None = None) -> dict[str, str]:
     """The leaderboard as the text of each format in :data:`FORMATS`; the Markdown links ``plots`` (kind: file name)."""
+    cells, _ = sanity.detached(cells, metadata)
     table = accuracy_table(cells)
     findings = sanity.check(cells, metadata)
     ranks = ranking(cells, metadata, findings)

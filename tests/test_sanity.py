@@ -149,3 +149,17 @@ def test_leaderboard_shows_flags_and_reasons(tmp_path):
     assert sidecar["sanity"] == [{"model": "cnn", "defense": "odd", "check": "single-step-wins",
                                   "reason": "pgd 90.0% > fgsm 80.0% at eps=0.1; pgd 60.0% > fgsm 50.0% at eps=0.2"}]
     assert {row["defense"]: row["flags"] for row in sidecar["ranking"]} == {"none": "", "odd": "single-step-wins"}
+
+
+def test_the_run_metadata_in_attrs_is_used_but_not_carried_into_every_derived_frame():
+    """ranking reads the metadata from attrs as if it were given, and works on a frame without them
+    (pandas deep-copies attrs into every derived frame); the caller's frame keeps its attrs."""
+    frame = cells({**CLEAN, "pgd": [99.0, 70.0, 30.0, 20.0]}, n=1000)
+    meta = metadata(classes=10)
+    frame.attrs["metadata"] = meta
+    bare, found = sanity.detached(frame, None)
+    assert bare.attrs == {} and found is meta and frame.attrs["metadata"] is meta
+    assert bare.equals(frame)
+    with_attrs, given = ranking(frame), ranking(pd.DataFrame(frame.to_dict("records")), meta)
+    pd.testing.assert_frame_equal(with_attrs, given)
+    assert with_attrs.attrs == {"unranked": with_attrs.attrs["unranked"]}  # the metadata is not carried along
