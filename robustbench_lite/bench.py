@@ -271,58 +271,10 @@ def pass_contenders(workload: Workload) -> tuple[Contender, Contender, Contender
             Contender("forward+backward", lambda: loss_gradient(model, x, y)))  # what every gradient attack iterates
 
 
-def _step(settings: dict[str, Any], eps: float) -> float:
-    """The built-in iterative attacks' absolute step: rel_step_size * eps, else 2.5 * eps / steps."""
-    relative = settings.get("rel_step_size")
-    return eps * (relative if relative is not None else 2.5 / settings["steps"])
-
-
-# torchattacks' counterparts of the built-in attacks, given the same settings: (torchattacks, model,
-# our settings, eps) -> a torchattacks attack. The one place in the core that knows attacks by name,
-# because translating settings is attack-specific; an attack missing here simply has no comparison.
-COUNTERPARTS: dict[str, Callable[[Any, nn.Module, dict[str, Any], float], Any]] = {
-    "fgsm": lambda ta, model, s, eps: ta.FGSM(model, eps=eps),
-    "pgd": lambda ta, model, s, eps: ta.PGD(
-        model, eps=eps, alpha=_step(s, eps), steps=s["steps"], random_start=s["random_start"]),
-    "bim": lambda ta, model, s, eps: ta.BIM(model, eps=eps, alpha=_step(s, eps), steps=s["steps"]),
-    "mifgsm": lambda ta, model, s, eps: ta.MIFGSM(
-        model, eps=eps, alpha=_step(s, eps), steps=s["steps"], decay=s["decay"]),
-    "pgd-l2": lambda ta, model, s, eps: ta.PGDL2(
-        model, eps=eps, alpha=_step(s, eps), steps=s["steps"], random_start=s["random_start"]),
-    "apgd-ce": lambda ta, model, s, eps: ta.APGD(
-        model, norm="Linf", eps=eps, steps=s["steps"], loss="ce", rho=s["rho"], seed=0),
-    "apgd-dlr": lambda ta, model, s, eps: ta.APGD(
-        model, norm="Linf", eps=eps, steps=s["steps"], loss="dlr", rho=s["rho"], seed=0),
-    "cw-l2": lambda ta, model, s, eps: ta.CW(model, c=s["c"], kappa=s["kappa"], steps=s["steps"], lr=s["lr"]),
-    "deepfool": lambda ta, model, s, eps: ta.DeepFool(model, steps=s["steps"], overshoot=s["overshoot"]),
-    "square": lambda ta, model, s, eps: ta.Square(
-        model, norm="Linf", eps=eps, n_queries=s["queries"], p_init=s["p_init"], seed=0),
-    "fab": lambda ta, model, s, eps: ta.FAB(
-        model, norm="Linf", eps=eps, steps=s["steps"], n_restarts=1, alpha_max=s["alpha_max"], eta=s["eta"],
-        beta=s["beta"], n_classes=NUM_CLASSES, seed=0),
-    "aa": lambda ta, model, s, eps: _autoattack_standard(ta, model, s, eps),
-}
-# Settings torchattacks' counterparts do not have: an attack using one of them has no comparison.
-NOT_IN_TORCHATTACKS = {"target": None, "target_rank": None, "target_ranks": None, "eot": 1, "restarts": 1}
-
-
-def _autoattack_standard(ta: Any, model: nn.Module, s: dict[str, Any], eps: float) -> Any | None:
-    """torchattacks' AutoAttack for ``aa`` at the original's standard settings; None for any other."""
-    if (s["version"], s["steps"], s["queries"], s["targets"]) != ("standard", 100, None, None):
-        return None
-    return ta.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=NUM_CLASSES, seed=0)
-
-
 def torchattacks_counterpart(attack: Attack, model: nn.Module, eps: float) -> Any | None:
-    """torchattacks' implementation of ``attack`` with its settings; None where it has none or is not installed."""
-    factory = COUNTERPARTS.get(attack.name)
-    if factory is None or any(attack.settings.get(key, value) != value for key, value in NOT_IN_TORCHATTACKS.items()):
-        return None
-    try:
-        import torchattacks  # here, not at the top: it imports scipy, which costs seconds
-    except ImportError:
-        return None
-    return factory(torchattacks, model, attack.settings, eps)
+    """The attack's own reference implementation with its settings (:meth:`Attack.reference`, torchattacks'
+    for the built-ins); None where it has none or torchattacks is not installed."""
+    return attack.reference(model, eps, NUM_CLASSES)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -110,6 +110,14 @@ class Attack(Plugin, abc.ABC):
 
         None (the default) where it can. The core asks before anything is trained and refuses the run
         with the reason, so a limit of the attack is one clear line, not a failure in every cell.
+        """
+        return None
+
+    def reference(self, model: nn.Module, eps: float, num_classes: int) -> Callable[..., Any] | None:
+        """Another implementation of this attack with the same settings, called as ``reference(x, y)``
+        (torchattacks' for the built-ins), which ``rbl bench`` times and counts beside this one.
+
+        None (the default) where there is none, or where it lacks one of this attack's settings.
         """
         return None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,7 +22,7 @@ from robustbench_lite.options import MAX_RESTARTS, MAX_STEPS, Option
 
 from ._common import (
     EOT_OPTION, TARGET_OPTION, TARGET_RANK_OPTION, TARGET_RANKS_OPTION, TargetCopies, check_targeting,
-    per_input_targets, siblings_of,
+    per_input_targets, siblings_of, torchattacks_reference,
 )
 
 # Weight of the new projected step; the remaining 1 - MOMENTUM continues the previous move.
@@ -106,6 +107,11 @@ class APGD(Attack):
         TARGET_RANK_OPTION,
         TARGET_RANKS_OPTION,
     )
+
+    def torchattacks_apgd(self, model: nn.Module, eps: float, loss: str) -> Any | None:
+        """torchattacks' APGD on ``loss`` (its name there) with this attack's settings, for :meth:`reference`."""
+        return torchattacks_reference(self, lambda ta: ta.APGD(
+            model, norm="Linf", eps=eps, steps=self.steps, loss=loss, rho=self.rho, seed=0))
 
     def unsupported(self, input_shape: tuple[int, ...], num_classes: int) -> str | None:
         if self.target_ranks is not None and self.target_ranks >= num_classes:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -133,6 +134,23 @@ class TargetCopies:
 def siblings_of(groups: torch.Tensor | None, done: torch.Tensor) -> torch.Tensor:
     """The rows whose group (``groups``; None: each row its own) has a row ``done`` (a mask over the same rows)."""
     return done if groups is None else torch.isin(groups, groups[done])
+
+
+# Settings torchattacks' counterparts do not have, at the value that means "off": an attack with
+# another value has no counterpart rather than a wrong one.
+NOT_IN_TORCHATTACKS = {"target": None, "target_rank": None, "target_ranks": None, "eot": 1, "restarts": 1}
+
+
+def torchattacks_reference(attack: Attack, build: Callable[[Any], Any]) -> Any | None:
+    """``build(torchattacks)``, the counterpart of ``attack`` (:meth:`Attack.reference`), or None where
+    torchattacks is not installed or lacks one of the attack's settings."""
+    if any(attack.settings.get(name, off) != off for name, off in NOT_IN_TORCHATTACKS.items()):
+        return None
+    try:
+        import torchattacks  # here: a test dependency, and it imports scipy, which costs seconds
+    except ImportError:
+        return None
+    return build(torchattacks)
 
 
 def step_size(attack: Attack, eps: float) -> float:

@@ -24,6 +24,7 @@ AutoAttack's without saying which one ran.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,7 +35,7 @@ from robustbench_lite.interfaces import BLACK_BOX_FAMILIES, WHITE_BOX_FAMILIES, 
 from robustbench_lite.options import MAX_QUERIES, MAX_STEPS, Option
 from robustbench_lite.registry import default_registry
 
-from ._common import EOT_OPTION
+from ._common import EOT_OPTION, torchattacks_reference
 
 # Targeted DLR divides by z_pi1 - (z_pi3 + z_pi4) / 2: APGD-T needs four classes, untargeted DLR three.
 CLASSES_NEEDED = {"standard": 4, "plus": 4, "rand": 3, "fast": 4}
@@ -103,6 +104,14 @@ class AutoAttack(Attack):
             elif member.family in WHITE_BOX_FAMILIES and member.name not in white_box:
                 white_box.append(member.name)
         return x_adv
+
+    def reference(self, model: nn.Module, eps: float, num_classes: int) -> Any | None:
+        """torchattacks' AutoAttack, at the original's standard settings only (it has no other version
+        that runs the same members with the same budgets)."""
+        if (self.version, self.steps, self.queries, self.targets) != ("standard", 100, None, None):
+            return None
+        return torchattacks_reference(self, lambda ta: ta.AutoAttack(
+            model, norm="Linf", eps=eps, version="standard", n_classes=num_classes, seed=0))
 
     def _masking_warning(self, black_box: Attack, white_box: list[str], points: int) -> None:
         """AutoAttack's own check: a query-only attack finding what gradient attacks missed suggests masked gradients."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+from torch import nn
 
 from robustbench_lite.attack_utils import cross_entropy
 from robustbench_lite.hookspecs import Register, hookimpl
@@ -22,6 +25,9 @@ class APGDCE(APGD):
 
     def objective(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         return cross_entropy(logits, y) if target is None else -cross_entropy(logits, target)
+
+    def reference(self, model: nn.Module, eps: float, num_classes: int) -> Any | None:
+        return self.torchattacks_apgd(model, eps, "ce")
 
 
 @hookimpl

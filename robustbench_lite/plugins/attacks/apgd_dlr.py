@@ -7,7 +7,10 @@ differences: it does not change when the logits are shifted or scaled by a posit
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+from torch import nn
 
 from robustbench_lite.errors import UsageError
 from robustbench_lite.hookspecs import Register, hookimpl
@@ -55,6 +58,9 @@ class APGDDLR(APGD):
 
     def objective(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         return dlr_loss(logits, y) if target is None else targeted_dlr_loss(logits, y, target)
+
+    def reference(self, model: nn.Module, eps: float, num_classes: int) -> Any | None:
+        return self.torchattacks_apgd(model, eps, "dlr")
 
 
 @hookimpl

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -9,7 +11,9 @@ from robustbench_lite.hookspecs import hookimpl
 from robustbench_lite.interfaces import Attack
 from robustbench_lite.options import MAX_STEPS, Option
 
-from ._common import EOT_OPTION, REL_STEP_SIZE_OPTION, TARGET_OPTION, Goal, signed_gradient_steps, step_size
+from ._common import (
+    EOT_OPTION, REL_STEP_SIZE_OPTION, TARGET_OPTION, Goal, signed_gradient_steps, step_size, torchattacks_reference,
+)
 
 
 class BIM(Attack):
@@ -34,6 +38,9 @@ class BIM(Attack):
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
         step = step_size(self, eps)
         return signed_gradient_steps(model, x, x.clone(), Goal.of(y, self.target), eps, step, self.steps, self.eot)
+
+    def reference(self, model: nn.Module, eps: float, num_classes: int) -> Any | None:
+        return torchattacks_reference(self, lambda ta: ta.BIM(model, eps=eps, alpha=step_size(self, eps), steps=self.steps))
 
 
 @hookimpl

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -10,7 +12,7 @@ from robustbench_lite.hookspecs import hookimpl
 from robustbench_lite.interfaces import Attack
 from robustbench_lite.options import MAX_STEPS, Option
 
-from ._common import TARGET_OPTION, Goal, fit_to_budget
+from ._common import TARGET_OPTION, Goal, fit_to_budget, torchattacks_reference
 
 # Carlini's own code shrinks the box by this factor before arctanh, so that pixels at exactly 0
 # or 1 map to finite w (torchattacks maps them to +-inf, where their gradient is zero forever).
@@ -75,6 +77,10 @@ class CarliniWagnerL2(Attack):
                     if len(active) == 0:
                         break
         return fit_to_budget(model, x, best, goal, eps)
+
+    def reference(self, model: nn.Module, eps: float, num_classes: int) -> Any | None:
+        return torchattacks_reference(self, lambda ta: ta.CW(model, c=self.c, kappa=self.kappa, steps=self.steps, lr=self.lr))
+
 
     def _margin(self, logits: torch.Tensor, goal: Goal) -> torch.Tensor:
         """C&W's f: the followed label's logit lead over the best other logit (signed by goal), floored at -kappa."""

@@ -7,6 +7,8 @@ and it stands in for FAB-T / C&W in the ``aa`` ensemble.
 
 from __future__ import annotations
 
+from torch import nn
+
 from robustbench_lite.attack_utils import margin_loss
 from robustbench_lite.hookspecs import Register, hookimpl
 
@@ -23,6 +25,9 @@ class CarliniWagnerLinf(PGD):
     name = "cw-linf"
     description = "PGD on the C&W margin loss (CW-inf), l-inf, with random start and restarts (Carlini & Wagner 2017)"
     objective = staticmethod(margin_loss)
+
+    def reference(self, model: nn.Module, eps: float, num_classes: int) -> None:
+        return None  # torchattacks has no PGD on the C&W margin; pgd's counterpart would be another attack
 
 
 @hookimpl

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -10,7 +12,7 @@ from robustbench_lite.hookspecs import hookimpl
 from robustbench_lite.interfaces import Attack
 from robustbench_lite.options import MAX_STEPS, Option
 
-from ._common import Goal, fit_to_budget
+from ._common import Goal, fit_to_budget, torchattacks_reference
 
 # The authors' code adds this to every step's length so that it lands past the linearised boundary.
 BOUNDARY_MARGIN = 1e-4
@@ -49,6 +51,9 @@ class DeepFool(Attack):
             total_step[active] += nearest_boundary_step(logits, jacobian, y[active])
             x_adv[active] = torch.clamp(x[active] + (1 + self.overshoot) * total_step[active], 0.0, 1.0)
         return fit_to_budget(model, x, x_adv, Goal.of(y, None), eps)
+
+    def reference(self, model: nn.Module, eps: float, num_classes: int) -> Any | None:
+        return torchattacks_reference(self, lambda ta: ta.DeepFool(model, steps=self.steps, overshoot=self.overshoot))
 
 
 def nearest_boundary_step(logits: torch.Tensor, jacobian: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ the clean input, so the search goes on along the boundary towards smaller pertur
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -30,7 +31,7 @@ from robustbench_lite.options import MAX_RESTARTS, MAX_STEPS, Option
 
 from ._common import (
     TARGET_OPTION, TARGET_RANK_OPTION, TARGET_RANKS_OPTION, Goal, TargetCopies, check_targeting, fit_to_budget,
-    per_input_targets, siblings_of,
+    per_input_targets, siblings_of, torchattacks_reference,
 )
 
 # Keeps a distance to a boundary finite where the logit gap has no gradient.
@@ -127,6 +128,11 @@ class FAB(Attack):
             if rank is not None and rank >= num_classes:
                 return f"{self.label}: {option} {rank} needs more than {num_classes} classes"
         return None
+
+    def reference(self, model: nn.Module, eps: float, num_classes: int) -> Any | None:
+        return torchattacks_reference(self, lambda ta: ta.FAB(
+            model, norm={"linf": "Linf", "l2": "L2"}[self.norm], eps=eps, steps=self.steps, n_restarts=1,
+            alpha_max=self.alpha_max, eta=self.eta, beta=self.beta, n_classes=num_classes, seed=0))
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
         if eps == 0:  # the ball is the input itself: nothing to search

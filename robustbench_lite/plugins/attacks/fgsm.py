@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -9,7 +11,7 @@ from robustbench_lite.attack_utils import loss_gradient
 from robustbench_lite.hookspecs import hookimpl
 from robustbench_lite.interfaces import Attack
 
-from ._common import EOT_OPTION, TARGET_OPTION, Goal
+from ._common import EOT_OPTION, TARGET_OPTION, Goal, torchattacks_reference
 
 
 class FGSM(Attack):
@@ -28,6 +30,9 @@ class FGSM(Attack):
         goal = Goal.of(y, self.target)
         gradient, _ = loss_gradient(model, x, goal.labels, samples=self.eot)
         return torch.clamp(x + goal.direction * eps * gradient.sign(), 0.0, 1.0).detach()
+
+    def reference(self, model: nn.Module, eps: float, num_classes: int) -> Any | None:
+        return torchattacks_reference(self, lambda ta: ta.FGSM(model, eps=eps))
 
 
 @hookimpl

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -10,7 +12,7 @@ from robustbench_lite.hookspecs import hookimpl
 from robustbench_lite.interfaces import Attack
 from robustbench_lite.options import MAX_STEPS, Option
 
-from ._common import EOT_OPTION, REL_STEP_SIZE_OPTION, TARGET_OPTION, Goal, step_size
+from ._common import EOT_OPTION, REL_STEP_SIZE_OPTION, TARGET_OPTION, Goal, step_size, torchattacks_reference
 
 
 class MIFGSM(Attack):
@@ -47,6 +49,10 @@ class MIFGSM(Attack):
             momentum = self.decay * momentum + gradient / per_sample(scale, x)
             x_adv = project_linf(x_adv + goal.direction * step * momentum.sign(), x, eps)
         return x_adv.detach()
+
+    def reference(self, model: nn.Module, eps: float, num_classes: int) -> Any | None:
+        return torchattacks_reference(self, lambda ta: ta.MIFGSM(
+            model, eps=eps, alpha=step_size(self, eps), steps=self.steps, decay=self.decay))
 
 
 @hookimpl

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -12,6 +14,7 @@ from robustbench_lite.options import MAX_RESTARTS, MAX_STEPS, Option
 
 from ._common import (
     EOT_OPTION, REL_STEP_SIZE_OPTION, TARGET_OPTION, Goal, best_of_restarts, signed_gradient_steps, step_size,
+    torchattacks_reference,
 )
 
 
@@ -41,6 +44,11 @@ class PGD(Attack):
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
         goal = Goal.of(y, self.target)
         return best_of_restarts(model, x, goal, self.restarts, lambda: self._run(model, x, goal, eps))
+
+    def reference(self, model: nn.Module, eps: float, num_classes: int) -> Any | None:
+        return torchattacks_reference(self, lambda ta: ta.PGD(
+            model, eps=eps, alpha=step_size(self, eps), steps=self.steps, random_start=self.random_start))
+
 
     def _run(self, model: nn.Module, x: torch.Tensor, goal: Goal, eps: float) -> torch.Tensor:
         x_start = x.clone()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -10,7 +12,7 @@ from robustbench_lite.hookspecs import hookimpl
 from robustbench_lite.interfaces import Attack
 from robustbench_lite.options import MAX_RESTARTS, MAX_STEPS, Option
 
-from ._common import EOT_OPTION, REL_STEP_SIZE_OPTION, TARGET_OPTION, Goal, best_of_restarts, step_size
+from ._common import EOT_OPTION, REL_STEP_SIZE_OPTION, TARGET_OPTION, Goal, best_of_restarts, step_size, torchattacks_reference
 
 
 class PGDL2(Attack):
@@ -52,6 +54,10 @@ def random_l2_start(x: torch.Tensor, eps: float) -> torch.Tensor:
     direction = normalize_l2(normal_like(x))
     radius = uniform_like(x.new_empty(len(x))) * eps
     return torch.clamp(x + direction * per_sample(radius, x), 0.0, 1.0)
+
+    def reference(self, model: nn.Module, eps: float, num_classes: int) -> Any | None:
+        return torchattacks_reference(self, lambda ta: ta.PGDL2(
+            model, eps=eps, alpha=step_size(self, eps), steps=self.steps, random_start=self.random_start))
 
 
 @hookimpl

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -12,6 +13,8 @@ from robustbench_lite.errors import UsageError
 from robustbench_lite.hookspecs import Register, hookimpl
 from robustbench_lite.interfaces import Attack
 from robustbench_lite.options import MAX_QUERIES, Option
+
+from ._common import torchattacks_reference
 
 # The paper's schedule for a 10,000-query budget: after each of these query counts the squares'
 # area (as a fraction p of the image) halves. Other budgets stretch the schedule to fit (``rescale``).
@@ -47,6 +50,10 @@ class Square(Attack):
                "stretch the window schedule (made for 10,000 queries) to the budget; false: halve at its fixed "
                "query counts, as AutoAttack does"),
     )
+
+    def reference(self, model: nn.Module, eps: float, num_classes: int) -> Any | None:
+        return torchattacks_reference(self, lambda ta: ta.Square(
+            model, norm="Linf", eps=eps, n_queries=self.queries, p_init=self.p_init, seed=0))
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
         images = self._as_images(x)
