@@ -121,7 +121,7 @@ def training_batch_seconds(model: nn.Module, builder: ModelBuilder, trainer: Def
 
     def step() -> None:
         optimizer.zero_grad()
-        trainer.loss(model, x, y, train_eps).backward()
+        trainer.loss(model, x, y, trainer.training_eps(train_eps)).backward()
         optimizer.step()
 
     return scaled(_timed(step, device), batch_size / points)

@@ -160,9 +160,16 @@ class Defense(Plugin, abc.ABC):
         (model, dataset, defense options, training settings, seed).
         """
 
+    def training_eps(self, run_eps: float) -> float:
+        """The budget this defense trains at: ``run_eps`` (the run's ``--train-eps``) unless it has its
+        own (the built-in adversarial trainings: their option ``eps``). The core passes it to
+        :meth:`loss`, to :meth:`prepare` (``context.train_eps``) and to early stopping's validation
+        attack, and keys the trained weights with it."""
+        return run_eps
+
     @abc.abstractmethod
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
-        """Scalar training loss on one minibatch; ``eps`` is the training budget of the run.
+        """Scalar training loss on one minibatch; ``eps`` is the training budget (:meth:`training_eps`).
 
         ``model`` is in train mode on entry and must be in train mode on return.
         """

@@ -644,6 +644,7 @@ def _run_job(job: _Job, context: _JobContext, bars: Display) -> _JobResult:
         for recipe in job.recipes:
             trainings[f"{job.builder.label}/{recipe.label}"] = {
                 "status": "ok", "seconds": round(record.seconds, 3), "from_cache": record.from_cache,
+                "train_eps": record.key["train_eps"],  # the defense's own budget where it has one
                 "epoch_losses": record.epoch_losses,
                 **({"epoch_lrs": record.epoch_lrs} if config.lr_schedule != "none" else {}),
                 **({"val_robust_accuracy": record.val_robust_accuracy, "best_epoch": record.best_epoch}

@@ -228,7 +228,9 @@ def load_or_train(
     cache_dir: Path | None,
     advance: ProgressCallback = lambda batches: None,
 ) -> TrainingRecord:
-    """Load cached weights into ``model`` when their key matches, else train and cache them."""
+    """Load cached weights into ``model`` when their key matches, else train and cache them, at the
+    defense's own training budget where it has one (:meth:`Defense.training_eps`)."""
+    config = replace(config, train_eps=defense.training_eps(config.train_eps))
     key = cache_key(builder, defense, data, config)
     path = checkpoint_path(cache_dir, key) if cache_dir is not None else None
     if path is not None and path.exists():

@@ -100,8 +100,8 @@ def test_crafting_runs_in_eval_mode_and_leaves_no_parameter_gradient(spec, model
 
 def test_new_defenses_are_registered_with_their_options():
     infos = rbl.default_registry().infos("defenses")
-    expected = {"trades": {"beta", "steps", "rel_step_size"}, "fast-at": {"rel_step_size"},
-                "at-apgd": {"steps"}, "at-mix": {"attacks", "weights"}}
+    expected = {"trades": {"beta", "steps", "rel_step_size", "eps"}, "fast-at": {"rel_step_size", "eps"},
+                "at-apgd": {"steps", "eps"}, "at-mix": {"attacks", "weights", "eps"}}
     for name, options in expected.items():
         assert {option.name for option in infos[name].cls.options} == options
         assert infos[name].provider.startswith("robustbench-lite ")
@@ -320,3 +320,33 @@ def test_a_run_trains_and_scores_every_new_defense(tmp_path):
     training = results.attrs["metadata"]["training"]
     for defense in defenses:
         assert training[f"mlp/{defense}"]["status"] == "ok"
+
+
+# ---- each adversarial training's own budget ------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", ["at-fgsm", "at-pgd", "trades", "fast-at", "at-apgd", "at-mix"])
+def test_every_adversarial_training_takes_its_own_eps_falling_back_to_the_runs(spec):
+    registry = rbl.default_registry()
+    assert registry.create("defenses", spec).training_eps(0.3) == 0.3
+    assert registry.create("defenses", f"{spec}[eps=0.05]").training_eps(0.3) == 0.05
+    assert registry.create("defenses", "none").training_eps(0.3) == 0.3
+
+
+def test_a_defense_trains_at_its_own_eps_and_is_cached_apart(tmp_path, monkeypatch):
+    """One matrix, three budgets of the same recipe: each loss sees its own eps, each gets its weights."""
+    seen = []
+    loss = type(rbl.default_registry().create("defenses", "at-fgsm")).loss
+    monkeypatch.setattr(type(rbl.default_registry().create("defenses", "at-fgsm")), "loss",
+                        lambda self, model, x, y, eps: seen.append((self.label, eps)) or loss(self, model, x, y, eps))
+    defenses = ["at-fgsm[alpha=0.0,eps=0.01]", "at-fgsm[alpha=0.0,eps=0.1]", "at-fgsm[alpha=0.0]"]
+    results = rbl.run(
+        dataset="synthetic[shape=10,classes=3,n_train=64,n_test=16]", models="mlp", defenses=",".join(defenses),
+        attacks="fgsm", eps="0,0.1", epochs=1, batch_size=64, train_eps=0.2, seed=0, device="cpu",
+        cache_dir=tmp_path / "cache",
+    )
+    assert set(results["status"]) == {"ok"} and set(results["defense"]) == set(defenses)
+    assert sorted(set(seen)) == sorted(zip(defenses, [0.01, 0.1, 0.2]))
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 3
+    training = results.attrs["metadata"]["training"]
+    assert [training[f"mlp/{defense}"]["train_eps"] for defense in defenses] == [0.01, 0.1, 0.2]  # in the sidecar

@@ -147,6 +147,9 @@ class LayerRegularizedAdversarialTraining(Defense):
             _layer_list(self.layers, f"defense {self.name!r}") if self.layers is not None else None
         )
 
+    def training_eps(self, run_eps: float) -> float:
+        return self.base_defense.training_eps(run_eps)  # its base's option eps, where the base has one
+
     def prepare(self, context: TrainingContext) -> None:
         if self.layers is None:
             self.most_vulnerable = standard_model_mvl(self.base_defense, context, self.eta)

@@ -27,13 +27,16 @@ def training_model_and_batch() -> tuple[torch.nn.Module, torch.Tensor, torch.Ten
 def test_registry_lists_the_at_lr_defenses_from_rbl_lsa():
     infos = Registry().infos("defenses")
     own = ["reg", "lam", "eta", "layers"]
-    for name, inherited in (("at-pgd-lr", ["steps", "rel_step_size"]), ("at-fgsm-lr", ["alpha"])):
+    for name, inherited in (("at-pgd-lr", ["steps", "rel_step_size", "eps"]), ("at-fgsm-lr", ["alpha", "eps"])):
         assert infos[name].distribution == "rbl-lsa"
         assert [option.name for option in infos[name].cls.options] == inherited + own
     defense = rbl.get_defense("at-pgd-lr[steps=3,reg=l1,layers=net.0+net.9]")
     assert defense.label == "at-pgd-lr[steps=3,reg=l1,layers=net.0+net.9]"
     assert defense.base_defense.label == "at-pgd[steps=3]"
     assert defense.most_vulnerable == ["net.0", "net.9"]
+    # The base's own training budget is the AT-LR defense's too.
+    assert rbl.get_defense("at-pgd-lr[eps=0.05,layers=net.0]").training_eps(0.3) == 0.05
+    assert rbl.get_defense("at-pgd-lr[layers=net.0]").training_eps(0.3) == 0.3
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -1,4 +1,5 @@
-"""What the built-in inference-time defenses share: they train like ``none`` and check their inputs."""
+"""What built-in defenses share: adversarial trainings their own training budget; inference-time defenses
+their training like ``none`` and their input checks."""
 
 from __future__ import annotations
 
@@ -11,6 +12,20 @@ from torch import nn
 
 from robustbench_lite.errors import UsageError
 from robustbench_lite.interfaces import Defense
+from robustbench_lite.options import Option
+
+# Every adversarial training's own budget, so that one matrix can compare trainings at several eps.
+TRAIN_EPS_OPTION = Option("eps", float, None, "training budget of this defense (default: the run's --train-eps)",
+                          minimum=0.0, maximum=1.0)
+
+
+class OwnTrainingEps:
+    """For a defense with :data:`TRAIN_EPS_OPTION`: it trains at its ``eps`` where set."""
+
+    eps: float | None
+
+    def training_eps(self, run_eps: float) -> float:
+        return run_eps if self.eps is None else self.eps
 
 
 class Preprocessing(Defense, abc.ABC):

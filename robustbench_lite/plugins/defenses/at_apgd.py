@@ -12,8 +12,10 @@ from robustbench_lite.interfaces import Defense
 from robustbench_lite.options import MAX_STEPS, Option
 from robustbench_lite.registry import default_registry
 
+from ._common import TRAIN_EPS_OPTION, OwnTrainingEps
 
-class APGDAdversarialTraining(Defense):
+
+class APGDAdversarialTraining(OwnTrainingEps, Defense):
     """CE(f(x_adv), y) only, x_adv from the registry's ``apgd-ce`` against the current weights.
 
     APGD needs no step size: it adapts one per sample. Like the attack it is, it stops each sample
@@ -23,8 +25,10 @@ class APGDAdversarialTraining(Defense):
 
     name = "at-apgd"
     description = "Adversarial training, Madry's min-max with an APGD-CE inner maximisation (no step size to tune)"
-    options = (Option("steps", int, 10, "APGD-CE iterations of the inner maximisation", minimum=1,
-                      maximum=MAX_STEPS),)
+    options = (
+        Option("steps", int, 10, "APGD-CE iterations of the inner maximisation", minimum=1, maximum=MAX_STEPS),
+        TRAIN_EPS_OPTION,
+    )
 
     def __init__(self, **options) -> None:
         super().__init__(**options)

@@ -12,13 +12,15 @@ from robustbench_lite.interfaces import Defense
 from robustbench_lite.options import Option
 from robustbench_lite.registry import default_registry
 
+from ._common import TRAIN_EPS_OPTION, OwnTrainingEps
 
-class FGSMAdversarialTraining(Defense):
+
+class FGSMAdversarialTraining(OwnTrainingEps, Defense):
     """alpha * L(x, y) + (1 - alpha) * L(x + eps * sign(grad_x L), y); alpha = 0 trains on FGSM inputs only."""
 
     name = "at-fgsm"
     description = "Adversarial training, Goodfellow's mixed loss a*L(x) + (1-a)*L(x_fgsm)"
-    options = (Option("alpha", float, 0.5, "weight of the clean loss", minimum=0.0, maximum=1.0),)
+    options = (Option("alpha", float, 0.5, "weight of the clean loss", minimum=0.0, maximum=1.0), TRAIN_EPS_OPTION)
 
     def __init__(self, **options) -> None:
         super().__init__(**options)

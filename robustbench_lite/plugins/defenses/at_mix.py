@@ -21,6 +21,8 @@ from robustbench_lite.interfaces import Attack, Defense
 from robustbench_lite.options import Option, format_value, split_outside_brackets
 from robustbench_lite.registry import default_registry
 
+from ._common import TRAIN_EPS_OPTION, OwnTrainingEps
+
 # Commas already separate a spec's options (at-mix[attacks=...,weights=...]), so list items use '+'.
 SEPARATOR = "+"
 
@@ -30,7 +32,7 @@ def split_items(text: str) -> list[str]:
     return [item.strip() for item in split_outside_brackets(text, SEPARATOR)]
 
 
-class MixedAdversarialTraining(Defense):
+class MixedAdversarialTraining(OwnTrainingEps, Defense):
     """alpha_0 * CE(f(x), y) + sum_i alpha_i * CE(f(p_i(x)), y) for the attacks p_1..p_k in ``attacks``.
 
     ``weights`` holds alpha_0 (the clean loss) then one weight per attack; by default 1/(k+1) each.
@@ -53,6 +55,7 @@ class MixedAdversarialTraining(Defense):
             "'+'-separated weights >= 0, the clean loss's first then one per attack, used as given "
             "(default 1/(k+1) each)",
         ),
+        TRAIN_EPS_OPTION,
     )
 
     def __init__(self, **options: Any) -> None:

@@ -12,8 +12,10 @@ from robustbench_lite.interfaces import Defense
 from robustbench_lite.options import MAX_STEPS, Option
 from robustbench_lite.registry import default_registry
 
+from ._common import TRAIN_EPS_OPTION, OwnTrainingEps
 
-class PGDAdversarialTraining(Defense):
+
+class PGDAdversarialTraining(OwnTrainingEps, Defense):
     """Trains only on PGD examples (random start) crafted against the current weights."""
 
     name = "at-pgd"
@@ -21,6 +23,7 @@ class PGDAdversarialTraining(Defense):
     options = (
         Option("steps", int, 7, "PGD steps of the inner maximisation", minimum=1, maximum=MAX_STEPS),
         Option("rel_step_size", float, None, "PGD step as a fraction of eps (default 2.5/steps)", minimum=0.0),
+        TRAIN_EPS_OPTION,
     )
 
     def __init__(self, **options) -> None:

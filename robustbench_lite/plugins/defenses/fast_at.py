@@ -16,8 +16,10 @@ from robustbench_lite.interfaces import Defense
 from robustbench_lite.options import Option
 from robustbench_lite.registry import default_registry
 
+from ._common import TRAIN_EPS_OPTION, OwnTrainingEps
 
-class FastAdversarialTraining(Defense):
+
+class FastAdversarialTraining(OwnTrainingEps, Defense):
     """CE(f(x + delta), y), delta one FGSM step from a uniform random start:
 
     delta_0 ~ U(-eps, eps), delta = P(delta_0 + alpha * sign(grad_delta CE(f(x + delta_0), y))), with
@@ -31,6 +33,7 @@ class FastAdversarialTraining(Defense):
     description = "Fast AT: one FGSM step of 1.25 eps from a uniform random start (Wong, Rice & Kolter 2020)"
     options = (
         Option("rel_step_size", float, 1.25, "FGSM step alpha as a fraction of eps (the paper: 1.25)", minimum=0.0),
+        TRAIN_EPS_OPTION,
     )
 
     def __init__(self, **options) -> None:

@@ -20,6 +20,8 @@ from robustbench_lite.hookspecs import hookimpl
 from robustbench_lite.interfaces import Defense
 from robustbench_lite.options import MAX_STEPS, Option
 
+from ._common import TRAIN_EPS_OPTION, OwnTrainingEps
+
 START_NOISE = 0.001  # standard deviation of the Gaussian start around x, as in the reference code
 DEFAULT_TRAVEL = 2.5  # default step = DEFAULT_TRAVEL * eps / steps (Madry's rule, as at-pgd)
 
@@ -29,7 +31,7 @@ def kl_to(logits: torch.Tensor, target_probabilities: torch.Tensor) -> torch.Ten
     return F.kl_div(F.log_softmax(logits, dim=1), target_probabilities, reduction="none").sum(dim=1)
 
 
-class TRADES(Defense):
+class TRADES(OwnTrainingEps, Defense):
     """CE(f(x), y) + beta * KL(softmax f(x) || softmax f(x_adv)), the KL averaged over the batch ("batchmean").
 
     x_adv maximises the KL term: from x + 0.001 * N(0, I) (not projected, as in the reference),
@@ -49,6 +51,7 @@ class TRADES(Defense):
             "rel_step_size", float, None, "step as a fraction of eps (default 2.5/steps: eps/4 for 10 steps)",
             minimum=0.0,
         ),
+        TRAIN_EPS_OPTION,
     )
 
     def step_size(self, eps: float) -> float:
