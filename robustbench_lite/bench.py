@@ -78,7 +78,7 @@ class Workload:
     """A model on a device with a batch to attack: the model's own predictions serve as labels."""
 
     label: str  # the model's label and input shape, e.g. "resnet18@3x32x32"
-    model: nn.Module  # eval mode, parameters frozen
+    model: nn.Module  # eval mode, parameters frozen (bench_training's: train mode, for its training steps)
     x: torch.Tensor
     y: torch.Tensor
     acceleration: dict[str, Any] = field(default_factory=dict)  # Acceleration settings the model runs with
@@ -167,8 +167,8 @@ def plain_rounds(run: Callable[[], Any], setup: Callable[[], None], rounds: int)
 @dataclass(frozen=True)
 class Ratio:
     """A time ratio measured in interleaved rounds: the median of its per-round values, and their
-    spread: half their interquartile range, relative to the median (robust to one odd round at
-    either end; None from fewer than 3 rounds, which cannot show a spread)."""
+    spread: half their interquartile range, relative to the median (from 5 rounds on, one odd round
+    at either end moves neither; None from fewer than 3 rounds, which cannot show a spread)."""
 
     median: float
     spread: float | None
@@ -248,6 +248,13 @@ def interleaved(ours: Contender, others: Sequence[Contender], workload: Workload
     timer(lambda: ours.timed(workload.device, seed), setup, rounds)
 
 
+def replay(primitives: Sequence[Contender], counts: Sequence[float]) -> None:
+    """Each bound primitive called as many times per round as the attack made that pass (at least
+    once, at most MAX_REPLAY; see Contender.repeat)."""
+    for primitive, count in zip(primitives, counts):
+        primitive.repeat = min(max(round(count), 1), MAX_REPLAY)
+
+
 def warm_up(contender: Contender, workload: Workload, seed: int) -> None:
     """One untimed call (kernels, allocator, caches); its passes still count."""
     contender.timed(workload.device, seed)
@@ -308,7 +315,8 @@ class Measurement:
     torchattacks_gradient_evaluations: float | None = None
     torchattacks_ratio: float | None = None  # ours over torchattacks: below 1, ours is faster
     torchattacks_ratio_spread: float | None = None
-    round_seconds: dict[str, list[float]] = field(default_factory=dict)  # every contender's wall time per round
+    # Every contender's wall seconds per round; for the bound's primitives, per call (the mean of its replays).
+    round_seconds: dict[str, list[float]] = field(default_factory=dict)
     torch_threads: int = field(default_factory=torch.get_num_threads)
     acceleration: dict[str, Any] = field(default_factory=dict)  # the model's precision, memory format, compilation
 
@@ -367,8 +375,7 @@ def measure(
     what = f"attack {attack.label!r}" + (" or its torchattacks counterpart" if reference else "")
     with model_unchanged(workload.model, what):
         warm_up(ours, workload, seed)  # which also counts the passes the bound replays
-        for primitive, count in zip(passes, _pass_counts(ours, workload.batch_size)):
-            primitive.repeat = min(max(round(count), 1), MAX_REPLAY)
+        replay(passes, _pass_counts(ours, workload.batch_size))
         interleaved(ours, [*passes, *([reference] if reference else [])], workload, repeats, seed, timer)
     return _measurement(attack, workload, eps, ours, passes, reference)
 
@@ -435,6 +442,19 @@ def parse_batch_sizes(text: str) -> list[int]:
     return sizes
 
 
+def check_models(models: Sequence[str], batch_sizes: Sequence[int], registry: Registry) -> None:
+    """Refuse, before any work, a model spec that is unknown, cannot take its input shape, or whose
+    batches could not be allocated: a builder says so now, not after an hour."""
+    for model in models:
+        spec, shape = parse_model_spec(model)
+        check_batch_values(model, shape, max(batch_sizes, default=1))
+        builder = registry.create("models", spec)
+        try:
+            builder.build(shape, NUM_CLASSES)
+        except UsageError as error:
+            raise UsageError(f"{error}; give it another input shape with @CxHxW, e.g. {spec.name}@3x32x32") from None
+
+
 def spec_list(value: str | Iterable[str]) -> list[str]:
     """Comma-separated specs (commas inside brackets kept) or an iterable of them, stripped; none is an error."""
     items = split_outside_brackets(value, ",") if isinstance(value, str) else list(value)
@@ -471,14 +491,7 @@ def bench(
         _eps(attack)
     model_list = spec_list(models)
     sizes = parse_batch_sizes(batch_sizes) if isinstance(batch_sizes, str) else list(batch_sizes)
-    for model in model_list:  # a builder that cannot take the input shape says so now, not after an hour
-        spec, shape = parse_model_spec(model)
-        check_batch_values(model, shape, max(sizes, default=1))
-        builder = registry.create("models", spec)
-        try:
-            builder.build(shape, NUM_CLASSES)
-        except UsageError as error:
-            raise UsageError(f"{error}; give it another input shape with @CxHxW, e.g. {spec.name}@3x32x32") from None
+    check_models(model_list, sizes, registry)
     resolved = resolve_device(device)
     results = []
     for model in model_list:
@@ -537,8 +550,14 @@ def describe_setting(measurements: Sequence[Measurement], repeats: int) -> str:
     return f"{devices} ({threads} torch threads), {eps}, medians of {repeats} interleaved round(s){accelerated}"
 
 
-def metadata(repeats: int, seed: int) -> dict[str, Any]:
-    """Versions and settings the figures depend on, for the JSON file."""
+# How a measurement's bound is computed, per round, for the JSON file.
+ATTACK_BOUND = ("(forward_passes - graph_forward_passes) * forward_seconds + graph_forward_passes * graph_forward_seconds"
+                " + gradient_evaluations * max(forward_backward_seconds - graph_forward_seconds, 0), per round")
+
+
+def metadata(repeats: int, seed: int, bound: str | None = ATTACK_BOUND) -> dict[str, Any]:
+    """Versions and settings the figures depend on, for the JSON file; ``bound`` says how the bound
+    was computed (None: the results have none)."""
     try:
         torchattacks_version: str | None = version("torchattacks")
     except PackageNotFoundError:  # not installed: there is simply no comparison
@@ -551,17 +570,16 @@ def metadata(repeats: int, seed: int) -> dict[str, Any]:
         "timing": "every contender warmed up, then timed once per round in turn; medians over the rounds, every "
                   "call from the same seed; ratios are medians of per-round ratios, spread = half their interquartile "
                   "range / median",
-        "bound": "(forward_passes - graph_forward_passes) * forward_seconds + graph_forward_passes * "
-                 "graph_forward_seconds + gradient_evaluations * (forward_backward_seconds - graph_forward_seconds), "
-                 "per round",
+        **({"bound": bound} if bound is not None else {}),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
 
-def write_json(path: Path, results: Iterable[Any], repeats: int, seed: int, key: str = "measurements") -> None:
+def write_json(path: Path, results: Iterable[Any], repeats: int, seed: int, key: str = "measurements",
+               bound: str | None = ATTACK_BOUND) -> None:
     """Results with an ``as_dict()`` (measurements, tunings, training measurements) under ``key``, with
     the metadata they depend on."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"metadata": metadata(repeats, seed), key: [result.as_dict() for result in results]}
+    payload = {"metadata": metadata(repeats, seed, bound), key: [result.as_dict() for result in results]}
     path.write_text(json.dumps(payload, indent=2) + "\n")
 

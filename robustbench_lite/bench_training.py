@@ -1,13 +1,12 @@
 """``rbl bench --training``: adversarial training's images/s next to the bound of its passes.
 
 A training step of a defense crafts its examples (k input gradients for a k-step PGD) and then
-updates the weights (one forward pass and one backward pass to the parameters). Its bound is
-what those passes cost at least on the same model and batch, in train mode: the passes the
-crafting made on the frozen model (as :func:`~robustbench_lite.attack_utils.craft` runs attacks),
-priced as :mod:`robustbench_lite.bench` prices an attack's, plus one
-forward+backward to the parameters, so a k-step defense is bounded by about (k + 1) forward+
-backward passes. Every contender is timed in interleaved rounds, as attacks are; the optimizer's
-step is charged to the defense, not to the bound.
+updates the weights. Its bound is what those passes cost at least on the same model and batch:
+the crafting's passes on the frozen model (as :func:`~robustbench_lite.attack_utils.craft` runs
+attacks), priced as :mod:`robustbench_lite.bench` prices an attack's, plus one forward+backward to
+the parameters per train-mode forward pass of the loss (one for at-pgd; two for TRADES, on x and
+on x_adv): about (k + 1) forward+backward passes for a k-step defense. Every contender is timed in
+interleaved rounds, as attacks are; the optimizer's step is charged to the defense, not to the bound.
 """
 
 from __future__ import annotations
@@ -23,15 +22,19 @@ import torch.nn.functional as F
 from tabulate import tabulate
 from torch import nn
 
-from .bench import (EPS, MAX_REPLAY, MAX_SPREAD, NUM_CLASSES, ROUNDS, Contender, Ratio, Workload, check_batch_values,
-                    interleaved, noise_dataset, parse_model_spec, rate_text, spec_list, warm_up)
+from .bench import (EPS, MAX_SPREAD, ROUNDS, Contender, Ratio, Workload, check_batch_values, check_models,
+                    interleaved, noise_dataset, parse_model_spec, rate_text, replay, shape_text, spec_list, warm_up)
 from .attack_utils import frozen
 from .evaluation import PassCounter
 from .interfaces import Defense, ModelBuilder, TrainingContext
 from .registry import Registry, default_registry
 from .runner import build_model, resolve_device
 
-TRAINING_DEFENSES = "at-pgd,trades,at-apgd"  # the iterative adversarial trainings, whose inner loops dominate
+TRAINING_DEFENSES = "at-pgd,trades,at-apgd"
+# How a training measurement's bound is computed, per round, for the JSON file.
+TRAINING_BOUND = ("(forward_passes - graph_forward_passes - training_forward_passes) * t(forward) + graph_forward_passes"
+                  " * t(graph forward) + input_gradients * max(t(input gradient) - t(graph forward), 0) + "
+                  "training_forward_passes * t(update), the first three on the frozen model, per round")  # the iterative adversarial trainings, whose inner loops dominate
 
 
 @dataclass
@@ -46,8 +49,9 @@ class TrainingMeasurement:
     rounds: int
     seconds: float  # one training step: crafting, forward, backward, optimizer step
     cpu_seconds: float
-    forward_passes: float  # per step, in full batches, the update's forward pass included
-    graph_forward_passes: float
+    forward_passes: float  # per step, in full batches, the update's forward passes included
+    graph_forward_passes: float  # of forward_passes, those recording an input gradient's graph (the crafting)
+    training_forward_passes: float  # of forward_passes, those in train mode that the update backpropagates through
     input_gradients: float  # k: the crafting's gradient evaluations per step
     bound_seconds: float
     bound_ratio: float | None = None  # the step's time over the bound's: 1 is the most the passes allow
@@ -86,12 +90,12 @@ class _Trainee:
         x = data.x_test.to(device)
         with torch.no_grad():
             y = network.eval()(x).argmax(dim=1)
-        label = f"{builder.label}@{'x'.join(map(str, shape))}"
+        label = f"{builder.label}@{shape_text(shape)}"
         return cls(builder, network.train(), builder.optimizer(network.parameters()), Workload(label, network, x, y))
 
 
 def measure_training(
-    defense: str | Defense, model: str = "cnn", batch_size: int = 128, device: str = "cpu", repeats: int = ROUNDS,
+    defense: str | Defense, model: str = "cnn", batch_size: int = 128, device: str = "auto", repeats: int = ROUNDS,
     seed: int = 0, registry: Registry | None = None,
 ) -> TrainingMeasurement:
     """Time ``defense``'s training step on a fresh ``model`` and the bound of its passes, in interleaved rounds."""
@@ -107,8 +111,7 @@ def measure_training(
     step = Contender("training step", _training_step(defense, counted, trainee, eps), counted)
     warm_up(step, trainee.workload, seed)  # which also counts the passes the bound replays
     passes = _pass_contenders(trainee)
-    for primitive, count in zip(passes, _pass_counts(step, batch_size)):
-        primitive.repeat = min(max(round(count), 1), MAX_REPLAY)
+    replay(passes, _pass_counts(step, batch_size))
     interleaved(step, passes, trainee.workload, repeats, seed)
     return _training_measurement(defense, trainee, eps, step, passes)
 
@@ -156,25 +159,28 @@ def _pass_contenders(trainee: _Trainee) -> list[Contender]:
 
 def _pass_counts(step: Contender, batch_size: int) -> tuple[float, float, float, float]:
     """Per step, in full batches: the crafting's plain forward passes, graph-recording ones and input
-    gradients, and the one update (its forward pass is priced with its backward pass)."""
+    gradients, and the train-mode forward passes the update backpropagates through, each priced with
+    its backward pass (TRADES makes two, on x and on x_adv; at-pgd one)."""
     counter = step.counter
     assert counter is not None
-    forward, graph, gradients = (step.per_run(images, batch_size) for images in (
-        counter.forward_images, counter.graph_forward_images, counter.backward_images))
-    return max(forward - graph - 1, 0.0), graph, gradients, 1.0
+    forward, graph, training, gradients = (step.per_run(images, batch_size) for images in (
+        counter.forward_images, counter.graph_forward_images, counter.training_forward_images,
+        counter.backward_images))
+    return forward - graph - training, graph, gradients, training
 
 
 def _training_measurement(defense: Defense, trainee: _Trainee, eps: float, step: Contender,
                           passes: list[Contender]) -> TrainingMeasurement:
     size = trainee.workload.batch_size
-    plain, graph, gradients, _ = _pass_counts(step, size)
-    bounds = [plain * f + graph * g + gradients * max(ig - g, 0.0) + update
+    plain, graph, gradients, training = _pass_counts(step, size)
+    bounds = [plain * f + graph * g + gradients * max(ig - g, 0.0) + training * update
               for f, g, ig, update in zip(*(contender.wall for contender in passes))]
     ratio = Ratio.of(step.wall, bounds)
     return TrainingMeasurement(
         defense=defense.label, model=trainee.workload.label, batch_size=size, device=str(trainee.workload.device),
         eps=eps, rounds=len(step.wall), seconds=statistics.median(step.wall), cpu_seconds=statistics.median(step.cpu),
-        forward_passes=plain + graph + 1, graph_forward_passes=graph, input_gradients=gradients,
+        forward_passes=plain + graph + training, graph_forward_passes=graph, training_forward_passes=training,
+        input_gradients=gradients,
         bound_seconds=statistics.median(bounds), bound_ratio=ratio and ratio.median,
         bound_ratio_spread=ratio and ratio.spread,
         round_seconds={contender.name: list(contender.wall) for contender in (step, *passes)},
@@ -190,8 +196,7 @@ def bench_training(
     registry = registry or default_registry()
     defense_list = [registry.create("defenses", spec) for spec in spec_list(defenses)]
     model_list = spec_list(models)
-    for model in model_list:
-        registry.create("models", parse_model_spec(model)[0]).build(parse_model_spec(model)[1], NUM_CLASSES)
+    check_models(model_list, [batch_size], registry)
     results = []
     for model in model_list:
         for defense in defense_list:

@@ -19,8 +19,8 @@ from tabulate import tabulate
 
 from .acceleration import Acceleration
 from .attack_utils import loss_gradient
-from .bench import (MAX_SPREAD, ROUNDS, Contender, Ratio, Workload, check_batch_values, interleaved,
-                    make_workload, parse_model_spec, spec_list)
+from .bench import (MAX_SPREAD, ROUNDS, Contender, Ratio, Workload, check_models, interleaved,
+                    make_workload, spec_list)
 from .errors import UsageError
 from .registry import Registry, default_registry
 from .runner import resolve_device
@@ -72,13 +72,14 @@ def tune(
     sizes = sorted(set(batch_sizes), reverse=True)
     if not sizes or min(sizes) < 1:
         raise UsageError(f"batch sizes must be positive integers; got {list(batch_sizes)}")
+    model_list = spec_list(models)
+    check_models(model_list, sizes, registry)
     resolved = resolve_device(device)
-    return [tuning for model in spec_list(models) for tuning in _tune_model(model, sizes, resolved, repeats, seed, registry)]
+    return [tuning for model in model_list for tuning in _tune_model(model, sizes, resolved, repeats, seed, registry)]
 
 
 def _tune_model(model: str, sizes: Sequence[int], device: torch.device, repeats: int, seed: int,
                 registry: Registry) -> list[Tuning]:
-    check_batch_values(model, parse_model_spec(model)[1], sizes[0])
     standard = make_workload(model, sizes[0], device, seed, registry)
     layouts = [(False, standard)]
     if standard.x.dim() == 4:  # NHWC only means something for image batches

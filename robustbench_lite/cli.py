@@ -312,6 +312,9 @@ def bench_command(attacks: str, models: str, batch_size: str | None, device: str
 
     if tune and training:
         raise UsageError("--tune and --training are two measurements; give one")
+    mode = "--tune" if tune else "--training" if training else "an attack benchmark"
+    _refuse_given(mode, ("attacks", "no_torchattacks", "precision", "channels_last", "compile_model") if tune or training
+                  else ("defenses",))
     if tune:
         _tune_command(models, batch_size, device, repeats, max_spread, json_path)
         return
@@ -329,6 +332,14 @@ def bench_command(attacks: str, models: str, batch_size: str | None, device: str
         click.echo(f"wrote {json_path}")
 
 
+def _refuse_given(mode: str, names: tuple[str, ...]) -> None:
+    """One line for an option given on the command line that ``mode`` would silently ignore."""
+    context = click.get_current_context()
+    for parameter in context.command.params:
+        if parameter.name in names and context.get_parameter_source(parameter.name) is click.core.ParameterSource.COMMANDLINE:
+            raise UsageError(f"{parameter.opts[0]} does not apply to {mode}")
+
+
 def _tune_command(models: str, batch_size: str | None, device: str, repeats: int, max_spread: float,
                   json_path: Path | None) -> None:
     from .bench import parse_batch_sizes, write_json
@@ -337,14 +348,14 @@ def _tune_command(models: str, batch_size: str | None, device: str, repeats: int
     tunings = tune(models, parse_batch_sizes(batch_size) if batch_size else TUNE_BATCH_SIZES, device, repeats)
     click.echo(format_tuning(tunings, max_spread))
     if json_path is not None:
-        write_json(json_path, tunings, repeats, seed=0, key="tunings")
+        write_json(json_path, tunings, repeats, seed=0, key="tunings", bound=None)
         click.echo(f"wrote {json_path}")
 
 
 def _training_command(defenses: str, models: str, batch_size: str | None, device: str, repeats: int,
                       max_spread: float, json_path: Path | None) -> None:
     from .bench import parse_batch_sizes, write_json
-    from .bench_training import bench_training, format_training
+    from .bench_training import TRAINING_BOUND, bench_training, format_training
 
     sizes = parse_batch_sizes(batch_size or "128")
     measurements = [measurement for size in sizes for measurement in bench_training(
@@ -352,7 +363,7 @@ def _training_command(defenses: str, models: str, batch_size: str | None, device
     click.echo(format_training(measurements, max_spread))
     click.echo("step/bound >= 1 is the overhead beyond the model's own passes (the optimizer's step included)")
     if json_path is not None:
-        write_json(json_path, measurements, repeats, seed=0, key="training")
+        write_json(json_path, measurements, repeats, seed=0, key="training", bound=TRAINING_BOUND)
         click.echo(f"wrote {json_path}")
 
 

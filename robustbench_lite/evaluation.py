@@ -98,7 +98,8 @@ class PassCounter(nn.Module):
     torchattacks are counted alike. Counting in images rather than calls is what makes the count
     honest for attacks that shrink their batch to the samples still searched. Forward passes that
     record a graph for an input gradient are also counted apart (``graph_forward_images``): they
-    cost more than plain ones, and a Jacobian's backward passes share one of them.
+    cost more than plain ones, and a Jacobian's backward passes share one of them; so are those in
+    train mode that record the parameters' graph for a weight update (``training_forward_images``).
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -108,13 +109,15 @@ class PassCounter(nn.Module):
         self.reset()
 
     def reset(self) -> None:
-        self.forward_images = self.graph_forward_images = self.backward_images = 0
+        self.forward_images = self.graph_forward_images = self.training_forward_images = self.backward_images = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.forward_images += len(x)
         if torch.is_grad_enabled() and x.requires_grad:  # only then can a gradient come back through here
             self.graph_forward_images += len(x)
             x = _CountBackward.apply(x, self)
+        elif torch.is_grad_enabled() and self.training:
+            self.training_forward_images += len(x)
         return self.model(x)
 
 

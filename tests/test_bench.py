@@ -231,7 +231,12 @@ def test_a_training_step_is_counted_as_k_input_gradients_and_one_update():
     from robustbench_lite import bench_training
 
     pgd = bench_training.measure_training("at-pgd[steps=3]", "cnn", batch_size=8, device="cpu", repeats=3)
-    assert (pgd.input_gradients, pgd.graph_forward_passes, pgd.forward_passes) == (3.0, 3.0, 4.0)
+    assert (pgd.input_gradients, pgd.graph_forward_passes, pgd.training_forward_passes) == (3.0, 3.0, 1.0)
+    assert pgd.forward_passes == 4.0
+    # TRADES: a clean prediction to start from, k gradients, and an update through two train-mode passes (x, x_adv)
+    trades = bench_training.measure_training("trades[steps=2]", "cnn", batch_size=8, device="cpu", repeats=3)
+    assert (trades.forward_passes, trades.input_gradients, trades.training_forward_passes) == (5.0, 2.0, 2.0)
+    assert trades.round_seconds["update"] and len(trades.round_seconds["update"]) == 3
     standard = bench_training.measure_training("none", "cnn", batch_size=8, device="cpu", repeats=3)
     assert (standard.input_gradients, standard.forward_passes) == (0.0, 1.0)
     assert 0 < standard.bound_seconds < pgd.bound_seconds and pgd.bound_ratio > 0
@@ -257,3 +262,23 @@ def test_rbl_bench_training_prints_the_table_and_writes_json(capsys, tmp_path):
     assert [row["input_gradients"] for row in json.loads(path.read_text())["training"]] == [2.0, 0.0]
     assert main(["bench", "--training", "--tune", "--device", "cpu"]) == 2
     assert capsys.readouterr().err.strip() == "rbl: error: --tune and --training are two measurements; give one"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tune", "--precision", "bf16"], "--precision does not apply to --tune"),
+    (["--tune", "--attacks", "pgd"], "--attacks does not apply to --tune"),
+    (["--training", "--no-torchattacks"], "--no-torchattacks does not apply to --training"),
+    (["--training", "--channels-last"], "--channels-last does not apply to --training"),
+    (["--defenses", "at-pgd"], "--defenses does not apply to an attack benchmark"),
+])
+def test_an_option_the_measurement_would_ignore_is_refused(capsys, args, message):
+    assert main(["bench", *args, "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.strip() == f"rbl: error: {message}"
+
+
+def test_rbl_bench_training_defaults_are_the_library_defaults():
+    from robustbench_lite import bench_training
+    from robustbench_lite.cli import bench_command
+
+    defaults = {parameter.name: parameter.default for parameter in bench_command.params}
+    assert defaults["defenses"] == bench_training.TRAINING_DEFENSES

@@ -8,7 +8,7 @@ Every built-in attack (listed from the registry) runs on the small model, cnn on
 inputs, at batch 128; FGSM and PGD also at batch 512, and FGSM and 3-step PGD on the large
 model, resnet18 on CIFAR-shaped inputs, at batch 128: about 3 minutes on one core of a 2-core
 CPU. ``RBL_BENCH_FULL=1`` runs every attack on cnn, resnet18 and vgg19 at batch 128 and 512
-(hours on that CPU; meant for a GPU). ``RBL_BENCH_ROUNDS`` sets the interleaved rounds (default 3;
+(hours on that CPU; meant for a GPU). ``RBL_BENCH_ROUNDS`` sets the interleaved rounds (default 5;
 medians count). Threads are torch's default; on a machine busy with other work set
 ``OMP_NUM_THREADS=1``, as a second spinning thread can slow small models down many times over.
 
@@ -32,7 +32,7 @@ from robustbench_lite import bench
 from robustbench_lite.registry import default_registry
 
 FULL = os.environ.get("RBL_BENCH_FULL") == "1"
-ROUNDS = int(os.environ.get("RBL_BENCH_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("RBL_BENCH_ROUNDS", "5"))
 
 # Reduced budgets where an attack's defaults take minutes per batch on a 2-core CPU (defaults after #).
 # Attacks not named here run with their defaults.

@@ -31,9 +31,10 @@ class CarliniWagnerL2(Attack):
     returned, so the output is x or an adversarial example within eps.
 
     A sample stops once it has an adversarial example within eps (``early_abort``): at this budget
-    its result can no longer change, since every later example kept would be smaller still. The
-    others go on exactly as they would have (Adam is per coordinate, so no sample's steps depend on
-    the rest of the batch). Unlike torchattacks, no batch-wide stop when the loss stalls: that would
+    its result can no longer change, since every later example kept would be smaller still. On a
+    deterministic model the others go on exactly as they would have (Adam is per coordinate, so no
+    sample's steps depend on the rest of the batch); a randomized one (noise drawn per batch) sees
+    other draws once the batch shrinks, so there the two settings are two runs of a random attack. Unlike torchattacks, no batch-wide stop when the loss stalls: that would
     make a sample's result depend on its batch. ``early_abort=false`` runs every sample to the end,
     for the smallest examples rather than the verdict at eps.
     """
