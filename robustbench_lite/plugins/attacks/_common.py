@@ -104,8 +104,11 @@ def check_targeting(attack: Attack) -> None:
 class TargetCopies:
     """One copy of each input per target, rank-major: copy ``j * n + i`` is input i heading for its
     (j+1)-th likeliest wrong class. ``rows`` maps copies to inputs; copies of one input share its
-    random stream (the same start for every target, as AutoAttack reseeds before each target) and
-    form a group: once one copy reaches its goal the input is broken, so its siblings can stop."""
+    random stream, so every target starts from the same random point, where targets attacked one
+    after the other (``target_rank``, and the original AutoAttack, which seeds once before its loop
+    over targets) draw a new start for each: two random starts of the same search, each checked
+    against the original (tests/test_autoattack_reference.py). Copies of one input form a group:
+    once one copy reaches its goal the input is broken, so its siblings can stop."""
 
     rows: torch.Tensor
     targets: torch.Tensor
