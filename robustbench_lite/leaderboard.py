@@ -160,6 +160,30 @@ def accuracy_table(cells: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
+def matched_table(cells: pd.DataFrame, metadata: dict[str, Any]) -> pd.DataFrame | None:
+    """Each trained (model, defense) at its own training budget: its training eps, its clean accuracy,
+    and each attack's accuracy (%) at that eps (NaN where the grid lacks it): the "natural vs
+    perturbed images" view of a run whose defenses train at different budgets. None for a run whose
+    defenses all train at one budget (the usual table shows it all)."""
+    budgets = {key: entry["train_eps"] for key, entry in metadata.get("training", {}).items() if "train_eps" in entry}
+    if len(set(budgets.values())) < 2:
+        return None
+    table = accuracy_table(cells)
+    grid = {float(eps): eps_column(eps) for eps in metadata.get("eps", [])}
+    rows = []
+    for (model, defense), group in table.groupby(["model", "defense"], sort=False):
+        budget = budgets.get(f"{model}/{defense}")
+        if budget is None:  # an adaptive row of an inference-time defense, or a failed training
+            continue
+        column = next((name for eps, name in grid.items() if math.isclose(eps, budget, abs_tol=1e-9)), None)
+        row = {"model": model, "defense": defense, "train eps": budget,
+               "clean %": group[eps_column(0.0)].iloc[0] if eps_column(0.0) in group else math.nan}
+        for attack, accuracy in zip(group["attack"], group[column] if column else [math.nan] * len(group)):
+            row[f"{attack} at train eps %"] = accuracy
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def success_table(cells: pd.DataFrame) -> pd.DataFrame:
     """Targeted runs: one row per (model, defense, attack) with the targeted success rate (%) at each eps."""
     return _per_eps(cells, "target_success").reset_index()
@@ -251,6 +275,9 @@ def render(cells: pd.DataFrame, metadata: dict[str, Any], name: str, plots: dict
         ],
         "cells": _records(with_intervals(cells)),
     }
+    matched = matched_table(cells, metadata)
+    if matched is not None:
+        sidecar["matched"] = _records(matched)
     return {
         "md": _markdown(name, ranks, table, cells, metadata, findings, plots or {}),
         "csv": table.to_csv(index=False, float_format="%.2f"),
@@ -307,6 +334,7 @@ def _markdown(
         *([f"![Robust accuracy vs eps per attack, one panel per model and defense]({plots['accuracy']})", ""]
           if "accuracy" in plots else []),
         *_evaluations_section(cells, metadata),
+        *_matched_section(cells, metadata),
         *_sanity_section(findings),
         "## Robust accuracy (%) per attack and eps",
         "",
@@ -429,6 +457,29 @@ def _evaluations_section(cells: pd.DataFrame, metadata: dict[str, Any]) -> list[
         random = ", randomized model" if info.get("randomized") else ""
         lines.append(f"- {row.model} / {row.defense}: **{row.evaluation}** ({how}{eot}{random})")
     return lines + [""]
+
+
+def _matched_section(cells: pd.DataFrame, metadata: dict[str, Any]) -> list[str]:
+    """Each defense on natural inputs and under attack at its own training budget; nothing when all share one."""
+    matched = matched_table(cells, metadata)
+    if matched is None:
+        return []
+    grid = [float(eps) for eps in metadata.get("eps", [])]
+    off_grid = [not any(math.isclose(budget, eps, abs_tol=1e-9) for eps in grid) for budget in matched["train eps"]]
+    shown = matched.astype(object)
+    shown["train eps"] = [f"{budget:g}" for budget in matched["train eps"]]  # 0.001 is not 0.00
+    accuracies = [column for column in shown.columns if column.endswith(" %")]
+    shown[accuracies] = matched[accuracies].map(lambda value: "failed" if pd.isna(value) else f"{value:.2f}")
+    shown.loc[off_grid, [column for column in accuracies if column != "clean %"]] = "not on the eps grid"
+    return [
+        "## Each defense at its own training budget",
+        "",
+        "The defenses of this run train at different budgets (`train eps`): each one's clean accuracy and its "
+        "robust accuracy (%) under each attack at the eps it trained for (the natural vs perturbed view).",
+        "",
+        shown.to_markdown(index=False, disable_numparse=True),
+        "",
+    ]
 
 
 def _sanity_section(findings: dict[tuple[str, str], list[sanity.Finding]]) -> list[str]:

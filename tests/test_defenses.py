@@ -4,6 +4,7 @@ computation of its formula, the contract every defense keeps, bad at-mix specs, 
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -320,6 +321,8 @@ def test_a_run_trains_and_scores_every_new_defense(tmp_path):
     training = results.attrs["metadata"]["training"]
     for defense in defenses:
         assert training[f"mlp/{defense}"]["status"] == "ok"
+    # All trained at the run's budget: no view per budget.
+    assert "at its own training budget" not in next((tmp_path / "out").glob("*.md")).read_text()
 
 
 # ---- each adversarial training's own budget ------------------------------------------------------
@@ -343,10 +346,19 @@ def test_a_defense_trains_at_its_own_eps_and_is_cached_apart(tmp_path, monkeypat
     results = rbl.run(
         dataset="synthetic[shape=10,classes=3,n_train=64,n_test=16]", models="mlp", defenses=",".join(defenses),
         attacks="fgsm", eps="0,0.1", epochs=1, batch_size=64, train_eps=0.2, seed=0, device="cpu",
-        cache_dir=tmp_path / "cache",
+        cache_dir=tmp_path / "cache", out=tmp_path / "out", name="budgets",
     )
     assert set(results["status"]) == {"ok"} and set(results["defense"]) == set(defenses)
     assert sorted(set(seen)) == sorted(zip(defenses, [0.01, 0.1, 0.2]))
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 3
     training = results.attrs["metadata"]["training"]
     assert [training[f"mlp/{defense}"]["train_eps"] for defense in defenses] == [0.01, 0.1, 0.2]  # in the sidecar
+    # The matched view: each defense at its own budget, where the grid has it.
+    sidecar = json.loads((tmp_path / "out" / "budgets.json").read_text())
+    at_its_eps = {(row["defense"], row["train eps"]): row["fgsm at train eps %"] for row in sidecar["matched"]}
+    fgsm = results[(results["attack"] == "fgsm") & (results["eps"] == 0.1)].set_index("defense")["accuracy"]
+    assert at_its_eps[(defenses[1], 0.1)] == fgsm[defenses[1]]
+    assert at_its_eps[(defenses[0], 0.01)] is None and at_its_eps[(defenses[2], 0.2)] is None  # not on the grid
+    markdown = (tmp_path / "out" / "budgets.md").read_text()
+    section = markdown[markdown.index("## Each defense at its own training budget"):]
+    assert f"| {defenses[0]} | 0.01 " in section and "not on the eps grid" in section
