@@ -234,18 +234,36 @@ class Contender:
 
 def interleaved(ours: Contender, others: Sequence[Contender], workload: Workload, rounds: int, seed: int,
                 timer: Timer = plain_rounds) -> None:
-    """Time every contender once per round, in turn (the others, then ours), after an untimed
-    warm-up call of each not called yet: a machine that gets busier or quieter slows every contender
-    of a round alike, so per-round ratios cancel the load that separate blocks of runs would measure."""
+    """Time every contender once per round, in turn, after an untimed warm-up call of each not
+    called yet: a machine that gets busier or quieter slows every contender of a round alike, so
+    per-round ratios cancel the load that separate blocks of runs would measure. The order
+    alternates, the others before ours in even rounds and after ours in odd ones, so that neither
+    always runs first and a pair of rounds also cancels a load that rises or falls within a round.
+    (Ours is the timer's ``run``; the others run in its ``setup``, an odd round's in the next one's.)"""
     for contender in (*others, ours):
         if contender.calls == 0:
             warm_up(contender, workload, seed)
+    finished = 0  # rounds of ours done
 
-    def setup() -> None:
+    def run_others() -> None:
         for contender in others:
             contender.timed(workload.device, seed)
 
-    timer(lambda: ours.timed(workload.device, seed), setup, rounds)
+    def setup() -> None:
+        if finished % 2 == 1:
+            return  # an odd round: ours first
+        if finished > 0:
+            run_others()  # the odd round before this one: its others after its ours
+        run_others()
+
+    def run() -> None:
+        nonlocal finished
+        ours.timed(workload.device, seed)
+        finished += 1
+
+    timer(run, setup, rounds)
+    if finished % 2 == 0 and finished > 0:
+        run_others()  # the last round was odd: its others still to come
 
 
 def replay(primitives: Sequence[Contender], counts: Sequence[float]) -> None:

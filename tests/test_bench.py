@@ -123,9 +123,13 @@ def test_contenders_are_warmed_up_then_timed_in_turn_every_round(cnn_workload):
     calls = []
     ours, *others = (bench.Contender(name, lambda name=name: calls.append(name)) for name in ("ours", "a", "b"))
     bench.interleaved(ours, others, cnn_workload, rounds=3, seed=0)
-    assert calls == ["a", "b", "ours"] * 4  # a warm-up round, then three timed ones
+    # A warm-up call of each, then rounds whose order alternates: neither side always goes first.
+    assert calls == ["a", "b", "ours"] + ["a", "b", "ours"] + ["ours", "a", "b"] + ["a", "b", "ours"]
     assert [len(contender.wall) for contender in (ours, *others)] == [3, 3, 3]  # the warm-up is not timed
     assert ours.calls == 4
+    calls.clear()
+    bench.interleaved(ours, others, cnn_workload, rounds=2, seed=0)  # ends on an odd round: its others last
+    assert calls == ["a", "b", "ours", "ours", "a", "b"] and len(ours.wall) == 5 == len(others[0].wall)
 
 
 def test_the_unsteady_ratio_is_refused_in_the_table(cnn_workload):
