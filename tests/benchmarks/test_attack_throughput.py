@@ -6,7 +6,7 @@ Skipped by the default test run; run with
 
 Every built-in attack (listed from the registry) runs on the small model, cnn on MNIST-shaped
 inputs, at batch 128; FGSM and PGD also at batch 512, and FGSM and 3-step PGD on the large
-model, resnet18 on CIFAR-shaped inputs, at batch 128: about 3 minutes on one core of a 2-core
+model, resnet18 on CIFAR-shaped inputs, at batch 128: about 10 minutes on one core of a 2-core
 CPU. ``RBL_BENCH_FULL=1`` runs every attack on cnn, resnet18 and vgg19 at batch 128 and 512
 (hours on that CPU; meant for a GPU). ``RBL_BENCH_ROUNDS`` sets the interleaved rounds (default 5;
 medians count). Threads are torch's default; on a machine busy with other work set
@@ -41,6 +41,8 @@ REDUCED = {
     "apgd-dlr": "steps=10",  # steps=100
     "cw-l2": "steps=10",  # steps=100
     "deepfool": "steps=3",  # steps=50; torchattacks' DeepFool loops over single images
+    "fab": "steps=10",  # steps=100; torchattacks' FAB takes a Jacobian (a backward pass per class) every step
+    "fab-l2": "steps=10",  # steps=100
     "square": "queries=50",  # queries=1000
     "hsja": "iterations=3,initial_evals=20,max_evals=50,init_trials=10",  # 20, 100, 1000, 100
     "aa": "steps=5,queries=50",  # steps=100, queries=1000
