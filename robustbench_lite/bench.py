@@ -17,7 +17,7 @@ One implementation behind both ``rbl bench`` and the pytest-benchmark suite in
   counted the same way.
 
 Every contender (ours, the bound's three primitives, torchattacks) is warmed up, then timed once
-per round, in turn, for ``repeats`` rounds, each call from the same seed so that every call does the
+per round, in turn (the order alternating between rounds), for ``repeats`` rounds, each call from the same seed so that every call does the
 same work: a load that comes and goes slows every contender of a round alike, and a ratio is the
 median of the per-round ratios, with its spread. A ratio whose spread exceeds ``max_spread`` is not
 printed (the table says "unsteady"): on a machine that busy, no single figure would be honest. The model is a freshly initialised network behind the usual normalisation, and the labels
