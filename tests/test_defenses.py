@@ -204,6 +204,8 @@ def test_fast_at_trains_on_one_fgsm_step_from_a_uniform_start(model, batch):
     torch.testing.assert_close(x_train, seeded(reference))
 
 
+# rel_step_size=0 is a step that cannot leave x: the PGD inside says so (an AttackWarning), as it should.
+@pytest.mark.filterwarnings("ignore::robustbench_lite.interfaces.AttackWarning")
 def test_fast_at_step_size_option_is_used(model, batch):
     x, y = batch
     small = Recorder(model)
