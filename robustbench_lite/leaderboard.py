@@ -249,9 +249,11 @@ def write(
     the plots are not drawn (a run draws them once, at its end): the Markdown links them all the same.
     """
     cells, _ = sanity.detached(cells, metadata)
-    drawn = plot.leaderboard_plots(cells, out_dir, name) if plots else {}
+    matched = matched_table(cells, metadata)
+    drawn = plot.leaderboard_plots(cells, out_dir, name, matched) if plots else {}
+    names = plot.leaderboard_plot_names(name, matched is not None)
     paths = {}
-    for suffix, text in render(cells, metadata, name, plot.leaderboard_plot_names(name)).items():
+    for suffix, text in render(cells, metadata, name, names).items():
         paths[suffix] = out_dir / f"{name}.{suffix}"
         _write_text(paths[suffix], text)
     return {**paths, **drawn}
@@ -334,7 +336,7 @@ def _markdown(
         *([f"![Robust accuracy vs eps per attack, one panel per model and defense]({plots['accuracy']})", ""]
           if "accuracy" in plots else []),
         *_evaluations_section(cells, metadata),
-        *_matched_section(cells, metadata),
+        *_matched_section(cells, metadata, plots.get("train-eps")),
         *_sanity_section(findings),
         "## Robust accuracy (%) per attack and eps",
         "",
@@ -459,7 +461,7 @@ def _evaluations_section(cells: pd.DataFrame, metadata: dict[str, Any]) -> list[
     return lines + [""]
 
 
-def _matched_section(cells: pd.DataFrame, metadata: dict[str, Any]) -> list[str]:
+def _matched_section(cells: pd.DataFrame, metadata: dict[str, Any], figure: str | None) -> list[str]:
     """Each defense on natural inputs and under attack at its own training budget; nothing when all share one."""
     matched = matched_table(cells, metadata)
     if matched is None:
@@ -479,6 +481,8 @@ def _matched_section(cells: pd.DataFrame, metadata: dict[str, Any]) -> list[str]
         "",
         shown.to_markdown(index=False, disable_numparse=True),
         "",
+        *([f"![Clean accuracy and accuracy under attack at each defense's own training eps]({figure})", ""]
+          if figure else []),
     ]
 
 

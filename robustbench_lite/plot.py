@@ -29,6 +29,7 @@ from .attack_utils import frozen
 from .errors import UsageError
 from .evaluation import adversarial_predictions, guarded_perturb, model_unchanged, predict
 from .interfaces import Attack
+from .options import PluginSpec
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -139,15 +140,31 @@ def confusion_matrices(
     return _save(_confusion_figure(model, attack, x, y, eps, classes, batch_size), path)
 
 
-def leaderboard_plot_names(name: str) -> dict[str, str]:
-    """The file names of the plots the leaderboard ``name`` links, by kind."""
-    return {"accuracy": accuracy_file_name(name)}
+def accuracy_vs_training_eps(matched: pd.DataFrame, path: Path, title: str | None = None) -> Path:
+    """Plot accuracy (%) against each defense's training budget: one subplot per model, per training
+    recipe (the defense without its ``eps``) its clean accuracy (dashed) and its accuracy under PGD at
+    its own budget (the worst case over the attacks where the run has no ``pgd``). ``matched`` is
+    :func:`robustbench_lite.leaderboard.matched_table`'s. Returns ``path``."""
+    check_output(path)
+    return _save(_training_eps_figure(matched, title), path)
 
 
-def leaderboard_plots(cells: pd.DataFrame, out_dir: Path, name: str) -> dict[str, Path]:
-    """Draw the plots a leaderboard links into ``out_dir``; returns their paths by kind (``{"accuracy": path}``)."""
-    path = out_dir / leaderboard_plot_names(name)["accuracy"]
-    return {"accuracy": accuracy_vs_eps(cells, path, title=f"{name}: robust accuracy vs ε")}
+def leaderboard_plot_names(name: str, matched: bool = False) -> dict[str, str]:
+    """The file names of the plots the leaderboard ``name`` links, by kind; ``matched``: its defenses
+    train at several budgets, so it also links the accuracy-vs-training-eps plot."""
+    return {"accuracy": accuracy_file_name(name), **({"train-eps": f"{name}-train-eps.png"} if matched else {})}
+
+
+def leaderboard_plots(cells: pd.DataFrame, out_dir: Path, name: str,
+                      matched: pd.DataFrame | None = None) -> dict[str, Path]:
+    """Draw the plots a leaderboard links into ``out_dir``; returns their paths by kind (``{"accuracy": path}``,
+    and ``"train-eps"`` for a run whose defenses train at several budgets, ``matched`` their table)."""
+    names = leaderboard_plot_names(name, matched is not None)
+    drawn = {"accuracy": accuracy_vs_eps(cells, out_dir / names["accuracy"], title=f"{name}: robust accuracy vs ε")}
+    if matched is not None:
+        drawn["train-eps"] = accuracy_vs_training_eps(matched, out_dir / names["train-eps"],
+                                                      title=f"{name}: accuracy vs training ε")
+    return drawn
 
 
 def accuracy_file_name(name: str) -> str:
@@ -358,6 +375,35 @@ def _confusion_figure(
         "only clean-correct points are attacked, as in the leaderboard",
         fontsize=11,
     )
+    return figure
+
+
+def _recipe(defense: str) -> str:
+    """A defense's label without its training budget: at-fgsm[alpha=0.0,eps=0.01] -> at-fgsm[alpha=0.0]."""
+    spec = PluginSpec.parse(defense)
+    options = ",".join(f"{key}={value}" for key, value in spec.options.items() if key != "eps")
+    return f"{spec.name}[{options}]" if options else spec.name
+
+
+def _training_eps_figure(matched: pd.DataFrame, title: str | None) -> Figure:
+    from matplotlib.figure import Figure
+
+    attack = "pgd" if "pgd at train eps %" in matched.columns else WORST_CASE
+    models = list(dict.fromkeys(matched["model"]))
+    figure = Figure(figsize=(5.5 * len(models), 4.2), layout="constrained")
+    for axes, model in zip(figure.subplots(1, len(models), squeeze=False)[0], models):
+        rows = matched[matched["model"] == model].assign(recipe=lambda frame: frame["defense"].map(_recipe))
+        for index, (recipe, group) in enumerate(rows.groupby("recipe", sort=False)):
+            group = group.sort_values("train eps")
+            color = f"C{index % 10}"
+            axes.plot(group["train eps"], group["clean %"], "--", color=color, marker="o", label=f"{recipe}: clean")
+            axes.plot(group["train eps"], group[f"{attack} at train eps %"], "-", color=color, marker="s",
+                      label=f"{recipe}: {attack} at its training ε")
+        axes.set(title=model, xlabel="training ε", ylabel="accuracy (%)", ylim=(0, 100))
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small")
+    if title:
+        figure.suptitle(title)
     return figure
 
 

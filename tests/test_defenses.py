@@ -325,6 +325,7 @@ def test_a_run_trains_and_scores_every_new_defense(tmp_path):
         assert training[f"mlp/{defense}"]["status"] == "ok"
     # All trained at the run's budget: no view per budget.
     assert "at its own training budget" not in next((tmp_path / "out").glob("*.md")).read_text()
+    assert not list((tmp_path / "out").glob("*-train-eps.png"))
 
 
 # ---- each adversarial training's own budget ------------------------------------------------------
@@ -364,3 +365,6 @@ def test_a_defense_trains_at_its_own_eps_and_is_cached_apart(tmp_path, monkeypat
     markdown = (tmp_path / "out" / "budgets.md").read_text()
     section = markdown[markdown.index("## Each defense at its own training budget"):]
     assert f"| {defenses[0]} | 0.01 " in section and "not on the eps grid" in section
+    # ... and its figure, accuracy against the training budget, drawn and linked.
+    figure = tmp_path / "out" / "budgets-train-eps.png"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "(budgets-train-eps.png)" in section

@@ -278,3 +278,8 @@ def test_plot_help_points_to_rbl_lsa_for_the_layer_chart(capsys):
     assert status == 0
     assert "rbl lsa" in out
     assert all(command in out for command in ("accuracy", "examples", "confusion"))
+
+
+def test_the_training_eps_figure_groups_defenses_by_their_recipe_without_the_budget():
+    assert plot._recipe("at-fgsm[alpha=0.0,eps=0.01]") == "at-fgsm[alpha=0.0]"
+    assert plot._recipe("at-pgd[eps=0.1]") == plot._recipe("at-pgd") == "at-pgd"
