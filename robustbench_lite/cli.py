@@ -447,7 +447,8 @@ def _finished_run(dbs: tuple[Path, ...], name: str | None, run_id: int | None, a
 def plot_group() -> None:
     """Plots as PNG or SVG (the suffix of --out chooses).
 
-    accuracy: robust accuracy vs eps from a leaderboard's JSON sidecar; examples: adversarial images
+    accuracy: robust accuracy vs eps from a leaderboard's JSON sidecar; rg: its R&G scores per defense
+    and attack as bars; examples: adversarial images
     and their perturbations over eps; confusion: confusion matrices clean vs attacked. The per-layer
     bar chart of the layer sustainability analysis is written by `rbl lsa` (plugin rbl-lsa).
     """
@@ -465,6 +466,20 @@ def plot_accuracy_command(leaderboard_json: Path, out: Path | None) -> None:
     plotting.check_output(path)
     cells = plotting.read_cells(leaderboard_json)
     click.echo(f"wrote {plotting.accuracy_vs_eps(cells, path, title=f'{leaderboard_json.stem}: robust accuracy vs ε')}")
+
+
+@plot_group.command("rg", short_help="R&G score per defense and attack from a leaderboard's JSON.")
+@click.argument("leaderboard_json", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="PNG or SVG file. [default: <stem>-rg.png beside LEADERBOARD_JSON]")
+def plot_rg_command(leaderboard_json: Path, out: Path | None) -> None:
+    """R&G score per (model, defense), one bar per attack and one for the worst case, in rank order, from `rbl run`'s JSON."""
+    from . import plot as plotting
+
+    path = out or leaderboard_json.with_name(f"{leaderboard_json.stem}-rg.png")
+    plotting.check_output(path)
+    ranking = plotting.read_ranking(leaderboard_json)
+    click.echo(f"wrote {plotting.rg_scores(ranking, path, title=f'{leaderboard_json.stem}: R&G per defense')}")
 
 
 # One model, defense and attack: spelled as `rbl run` spells its lists, the singular kept as an alias.

@@ -52,14 +52,7 @@ def check_output(path: Path) -> None:
 
 def read_cells(path: Path) -> pd.DataFrame:
     """The ``cells`` of a leaderboard's JSON sidecar (``rbl run`` writes ``<out>/<name>.json``), one row per cell."""
-    try:
-        sidecar = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"leaderboard file {str(path)!r} does not exist; `rbl run` writes <out>/<name>.json") from None
-    except json.JSONDecodeError as error:
-        raise UsageError(f"leaderboard file {str(path)!r} is not valid JSON: {error}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise UsageError(f"cannot read leaderboard file {str(path)!r}: {error}") from None
+    sidecar = _read_sidecar(path)
     cells = sidecar.get("cells") if isinstance(sidecar, dict) else None
     if not isinstance(cells, list) or not cells:
         raise UsageError(
@@ -70,6 +63,29 @@ def read_cells(path: Path) -> pd.DataFrame:
         if problem:
             raise UsageError(f"{str(path)!r}: cell {index} {problem}; give the JSON sidecar that rbl run writes")
     return pd.DataFrame(cells)
+
+
+def read_ranking(path: Path) -> pd.DataFrame:
+    """The ``ranking`` of a leaderboard's JSON sidecar: one row per (model, defense), its rank (None:
+    unranked), flags and the R&G of every attack and of the worst case, as the leaderboard printed them."""
+    sidecar = _read_sidecar(path)
+    ranking = sidecar.get("ranking") if isinstance(sidecar, dict) else None
+    if not isinstance(ranking, list) or not ranking or not all(
+            isinstance(row, dict) and {"model", "defense", f"R&G {WORST_CASE}"} <= row.keys() for row in ranking):
+        raise UsageError(f"{str(path)!r} holds no ranking with R&G scores; give the JSON sidecar that `rbl run` writes")
+    return pd.DataFrame(ranking)
+
+
+def _read_sidecar(path: Path) -> object:
+    try:
+        sidecar = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"leaderboard file {str(path)!r} does not exist; `rbl run` writes <out>/<name>.json") from None
+    except json.JSONDecodeError as error:
+        raise UsageError(f"leaderboard file {str(path)!r} is not valid JSON: {error}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"cannot read leaderboard file {str(path)!r}: {error}") from None
+    return sidecar
 
 
 def _cell_problem(cell: object) -> str | None:
@@ -147,6 +163,14 @@ def accuracy_vs_training_eps(matched: pd.DataFrame, path: Path, title: str | Non
     :func:`robustbench_lite.leaderboard.matched_table`'s. Returns ``path``."""
     check_output(path)
     return _save(_training_eps_figure(matched, title), path)
+
+
+def rg_scores(ranking: pd.DataFrame, path: Path, title: str | None = None) -> Path:
+    """Bar chart of the R&G score (sum of accuracies over the eps grid) per (model, defense), one bar per
+    attack and one for the per-sample worst case, rows in rank order; an unranked row (naive, failed,
+    degenerate) is hatched and says so. ``ranking`` is :func:`read_ranking`'s. Returns ``path``."""
+    check_output(path)
+    return _save(_rg_figure(ranking, title), path)
 
 
 def leaderboard_plot_names(name: str, matched: bool = False) -> dict[str, str]:
@@ -375,6 +399,40 @@ def _confusion_figure(
         "only clean-correct points are attacked, as in the leaderboard",
         fontsize=11,
     )
+    return figure
+
+
+def _rg_figure(ranking: pd.DataFrame, title: str | None) -> Figure:
+    from matplotlib.figure import Figure
+
+    scores = [column for column in ranking.columns if column.startswith("R&G ")]
+    scores = [column for column in scores if column != f"R&G {WORST_CASE}"] + [f"R&G {WORST_CASE}"]
+    rows = list(ranking.itertuples(index=False))
+    figure = Figure(figsize=(max(5.0, 1.1 * len(rows) * (len(scores) + 1) / 3), 4.5), layout="constrained")
+    axes = figure.subplots()
+    width = 0.8 / len(scores)
+    frame = ranking.reset_index(drop=True)
+    for index, column in enumerate(scores):
+        values = pd.to_numeric(frame[column], errors="coerce")
+        unranked = frame["rank"].isna() if "rank" in frame else pd.Series(False, index=frame.index)
+        positions = np.arange(len(frame)) + (index - (len(scores) - 1) / 2) * width
+        bars = axes.bar(positions, values.fillna(0.0), width,
+                        color="black" if column.endswith(WORST_CASE) else f"C{index % 10}", label=column[4:])
+        for bar, position, value, hatch in zip(bars, positions, values, unranked):
+            if pd.isna(value):  # a failed cell: no score, and no bar that could read as a score of 0
+                bar.set_visible(False)
+                axes.text(position, 2, "failed", rotation=90, ha="center", va="bottom", fontsize="x-small")
+            elif hatch:
+                bar.set_hatch("//")
+                bar.set_alpha(0.5)
+    labels = [f"{row.model}/{row.defense}" + ("" if pd.notna(getattr(row, "rank", 1)) else "\n(unranked)")
+              for row in frame.itertuples(index=False)]
+    axes.set_xticks(np.arange(len(frame)), labels, rotation=30, ha="right", fontsize="small")
+    axes.set(ylabel="R&G (sum of accuracies over the ε grid, %)")
+    axes.grid(axis="y", alpha=0.3)
+    axes.legend(fontsize="small")
+    if title:
+        figure.suptitle(title)
     return figure
 
 

@@ -283,3 +283,23 @@ def test_plot_help_points_to_rbl_lsa_for_the_layer_chart(capsys):
 def test_the_training_eps_figure_groups_defenses_by_their_recipe_without_the_budget():
     assert plot._recipe("at-fgsm[alpha=0.0,eps=0.01]") == "at-fgsm[alpha=0.0]"
     assert plot._recipe("at-pgd[eps=0.1]") == plot._recipe("at-pgd") == "at-pgd"
+
+
+def test_rbl_plot_rg_draws_the_ranking_and_never_a_failed_score_as_zero(tmp_path):
+    from robustbench_lite.cli import main
+
+    sidecar = tmp_path / "board.json"
+    sidecar.write_text(json.dumps({"ranking": [
+        {"rank": 1, "model": "cnn", "defense": "at-pgd", "R&G fgsm": 300.0, "R&G pgd": 250.0, "R&G worst-case": 240.0},
+        {"rank": None, "model": "cnn", "defense": "jpeg", "R&G fgsm": 390.0, "R&G pgd": None, "R&G worst-case": None},
+    ]}))
+    assert main(["plot", "rg", str(sidecar)]) == 0
+    assert (tmp_path / "board-rg.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    figure = plot._rg_figure(plot.read_ranking(sidecar), None)
+    axes = figure.axes[0]
+    visible = [bar.get_height() for bar in axes.patches if bar.get_visible()]
+    assert sorted(visible) == [240.0, 250.0, 300.0, 390.0]  # the two failed scores drew no bar
+    assert [text.get_text() for text in axes.texts] == ["failed", "failed"]
+    assert "(unranked)" in axes.get_xticklabels()[1].get_text()
+    (tmp_path / "cells-only.json").write_text(json.dumps({"cells": []}))
+    assert main(["plot", "rg", str(tmp_path / "cells-only.json")]) == 2
