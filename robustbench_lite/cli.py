@@ -448,7 +448,7 @@ def plot_group() -> None:
     """Plots as PNG or SVG (the suffix of --out chooses).
 
     accuracy: robust accuracy vs eps from a leaderboard's JSON sidecar; rg: its R&G scores per defense
-    and attack as bars; examples: adversarial images
+    and attack as bars; boundary: decision regions of a 2-D model under each defense; examples: adversarial images
     and their perturbations over eps; confusion: confusion matrices clean vs attacked. The per-layer
     bar chart of the layer sustainability analysis is written by `rbl lsa` (plugin rbl-lsa).
     """
@@ -578,6 +578,44 @@ def plot_confusion_command(eps: float | None, n_examples: int, **options) -> Non
         raise UsageError(f"--eps must lie in (0, 1] (inputs are images in [0, 1]), got {budget}")
     path, network, threat, x, y, classes = _attacked_model("confusion", n_examples, **options)
     written = plotting.confusion_matrices(network, threat, x, y, budget, classes, path, options["batch_size"])
+    click.echo(f"wrote {written}")
+
+
+@plot_group.command("boundary", short_help="Decision regions of a 2-D model under each defense.")
+@click.option("--dataset", default=None, help="A 2-D dataset spec, e.g. moons. [default: the one the model is meant for]")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=Path("data"), show_default=True,
+              help="Where torchvision datasets live.")
+@click.option("--models", "--model", "model", default="mlp", show_default=True, metavar="SPEC", help="One model spec.")
+@click.option("--defenses", default="none,at-fgsm,at-pgd", show_default=True,
+              help="Comma-separated defenses, one panel each, trained as `rbl run` trains them (same cache).")
+@click.option("--n-examples", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Test points drawn over the regions: the first N.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="PNG or SVG file. [default: leaderboards/boundary-<model>-<dataset>.png]")
+@click.option("--quiet", is_flag=True, help="No progress bar while training.")
+@trained_model_options
+def plot_boundary_command(dataset: str | None, data_dir: Path, model: str, defenses: str, n_examples: int,
+                          out: Path | None, quiet: bool, **training) -> None:
+    """Each defense's decision regions over the 2-D input space, with the test points coloured by class."""
+    from . import plot as plotting
+    from .options import split_outside_brackets
+    from .registry import default_registry
+    from .runner import _slug, trained_model
+
+    registry = default_registry()
+    loader = _dataset_loader(dataset, model)
+    specs = [spec.strip() for spec in split_outside_brackets(defenses, ",") if spec.strip()]
+    labels = [registry.create("defenses", spec).label for spec in specs]  # unknown names: one line, before training
+    path = out or Path("leaderboards") / f"boundary-{_slug(registry.create('models', model).label)}-{_slug(loader.name)}.png"
+    plotting.check_output(path)
+    trained = [trained_model(model=model, defense=spec, dataset=dataset, data_dir=data_dir, progress=not quiet,
+                             registry=registry, **training) for spec in specs]
+    data = trained[0][1]
+    on = next(trained[0][0].parameters()).device
+    written = plotting.decision_boundaries(
+        [(f"{model}/{label}", network) for label, (network, _) in zip(labels, trained)],
+        data.x_test[:n_examples].to(on), data.y_test[:n_examples], data.classes, path,
+        title=f"decision regions on {loader.name}")
     click.echo(f"wrote {written}")
 
 

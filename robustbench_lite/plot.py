@@ -173,6 +173,21 @@ def rg_scores(ranking: pd.DataFrame, path: Path, title: str | None = None) -> Pa
     return _save(_rg_figure(ranking, title), path)
 
 
+BOUNDARY_GRID = 200  # points per side of the grid the decision regions are drawn from
+
+
+def decision_boundaries(models: Sequence[tuple[str, nn.Module]], x: torch.Tensor, y: torch.Tensor,
+                        classes: Sequence[str], path: Path, title: str | None = None) -> Path:
+    """Plot each model's decision regions over a 2-D input space, with the points ``x`` (N x 2, on the
+    models' device) coloured by their label ``y``: one subplot per (label, model), as the
+    layer-sustainability paper draws model A under each training loss. The regions cover the points'
+    range with a 5 % margin. Returns ``path``."""
+    check_output(path)
+    if x.dim() != 2 or x.shape[1] != 2:
+        raise UsageError(f"a decision-boundary plot needs 2-D inputs (e.g. moons); these have shape {tuple(x.shape[1:])}")
+    return _save(_boundary_figure(models, x, y, classes, title), path)
+
+
 def leaderboard_plot_names(name: str, matched: bool = False) -> dict[str, str]:
     """The file names of the plots the leaderboard ``name`` links, by kind; ``matched``: its defenses
     train at several budgets, so it also links the accuracy-vs-training-eps plot."""
@@ -431,6 +446,32 @@ def _rg_figure(ranking: pd.DataFrame, title: str | None) -> Figure:
     axes.set(ylabel="R&G (sum of accuracies over the ε grid, %)")
     axes.grid(axis="y", alpha=0.3)
     axes.legend(fontsize="small")
+    if title:
+        figure.suptitle(title)
+    return figure
+
+
+def _boundary_figure(models: Sequence[tuple[str, nn.Module]], x: torch.Tensor, y: torch.Tensor,
+                     classes: Sequence[str], title: str | None) -> Figure:
+    from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure
+
+    low, high = x.min(dim=0).values, x.max(dim=0).values
+    margin = 0.05 * (high - low)
+    axis = [torch.linspace(float(low[k] - margin[k]), float(high[k] + margin[k]), BOUNDARY_GRID) for k in range(2)]
+    grid_x, grid_y = torch.meshgrid(*axis, indexing="xy")
+    grid = torch.stack([grid_x.reshape(-1), grid_y.reshape(-1)], dim=1).to(x.device)
+    colors = ListedColormap([f"C{k % 10}" for k in range(len(classes))])
+    figure = Figure(figsize=(4.2 * len(models), 4.2), layout="constrained")
+    points, labels = x.cpu().numpy(), y.cpu().numpy()
+    for axes, (label, model) in zip(figure.subplots(1, len(models), squeeze=False)[0], models):
+        with torch.no_grad(), frozen(model):
+            regions = torch.cat([model(grid[start:start + 4096]).argmax(dim=1) for start in range(0, len(grid), 4096)])
+        axes.pcolormesh(grid_x.numpy(), grid_y.numpy(), regions.view(BOUNDARY_GRID, BOUNDARY_GRID).cpu().numpy(),
+                        cmap=colors, vmin=-0.5, vmax=len(classes) - 0.5, alpha=0.25, shading="auto")
+        axes.scatter(points[:, 0], points[:, 1], c=labels, cmap=colors, vmin=-0.5, vmax=len(classes) - 0.5,
+                     s=8, edgecolors="none")
+        axes.set(title=label, xlabel="x1", ylabel="x2")
     if title:
         figure.suptitle(title)
     return figure

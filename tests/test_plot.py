@@ -303,3 +303,34 @@ def test_rbl_plot_rg_draws_the_ranking_and_never_a_failed_score_as_zero(tmp_path
     assert "(unranked)" in axes.get_xticklabels()[1].get_text()
     (tmp_path / "cells-only.json").write_text(json.dumps({"cells": []}))
     assert main(["plot", "rg", str(tmp_path / "cells-only.json")]) == 2
+
+
+def test_decision_regions_are_the_models_argmax_over_the_plane(tmp_path):
+    """A linear model that says class 1 right of x1 = 0.5: half of each panel's region is class 1."""
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[-1.0, 0.0], [1.0, 0.0]]))
+        model.bias.copy_(torch.tensor([0.5, -0.5]))
+    x = torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.2, 0.8], [0.9, 0.1]])
+    y = torch.tensor([0, 1, 0, 1])
+    path = plot.decision_boundaries([("a", model), ("b", model)], x, y, ["left", "right"], tmp_path / "b.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    figure = plot._boundary_figure([("a", model)], x, y, ["left", "right"], None)
+    regions = np.asarray(figure.axes[0].collections[0].get_array()).reshape(plot.BOUNDARY_GRID, plot.BOUNDARY_GRID)
+    assert regions.mean() == pytest.approx(0.5, abs=0.01) and (regions[:, :10] == 0).all() and (regions[:, -10:] == 1).all()
+    with pytest.raises(rbl.UsageError, match="needs 2-D inputs"):
+        plot.decision_boundaries([("a", model)], torch.zeros(3, 4), torch.zeros(3, dtype=torch.long), ["a", "b"],
+                                 tmp_path / "c.png")
+
+
+def test_rbl_plot_boundary_draws_one_panel_per_defense(tmp_path, capsys):
+    from robustbench_lite.cli import main
+
+    out = tmp_path / "boundary.png"
+    status = main(["plot", "boundary", "--dataset", "synthetic[shape=2,classes=2,n_train=64,n_test=32]",
+                   "--defenses", "none,at-fgsm", "--epochs", "1", "--device", "cpu", "--cache-dir",
+                   str(tmp_path / "cache"), "--out", str(out), "--quiet"])
+    assert status == 0 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2  # trained as rbl run trains them, and cached
+    assert main(["plot", "boundary", "--defenses", "none,nonesuch", "--out", str(out)]) == 2
+    assert "unknown defense 'nonesuch'" in capsys.readouterr().err
