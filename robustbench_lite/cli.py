@@ -448,7 +448,8 @@ def plot_group() -> None:
     """Plots as PNG or SVG (the suffix of --out chooses).
 
     accuracy: robust accuracy vs eps from a leaderboard's JSON sidecar; rg: its R&G scores per defense
-    and attack as bars; boundary: decision regions of a 2-D model under each defense; examples: adversarial images
+    and attack as bars; boundary: decision regions of a 2-D model under each defense; loss-curves and loss-histogram:
+    the loss along random restarts of an attack and its final values (Madry et al.); examples: adversarial images
     and their perturbations over eps; confusion: confusion matrices clean vs attacked. The per-layer
     bar chart of the layer sustainability analysis is written by `rbl lsa` (plugin rbl-lsa).
     """
@@ -617,6 +618,85 @@ def plot_boundary_command(dataset: str | None, data_dir: Path, model: str, defen
         data.x_test[:n_examples].to(on), data.y_test[:n_examples], data.classes, path,
         title=f"decision regions on {loader.name}")
     click.echo(f"wrote {written}")
+
+
+def _restart_options(restarts: int):
+    """The options of `rbl plot loss-curves` and `loss-histogram`: the models as `rbl run` trains them, the attack, eps."""
+    def decorate(command):
+        options = [
+            click.option("--dataset", default=None, help="Dataset spec. [default: the one the model is meant for]"),
+            click.option("--data-dir", type=click.Path(path_type=Path), default=Path("data"), show_default=True,
+                         help="Where torchvision datasets live."),
+            click.option("--models", "--model", "model", default="cnn", show_default=True, metavar="SPEC",
+                         help="One model spec."),
+            click.option("--defenses", default="none,at-pgd", show_default=True,
+                         help="Comma-separated defenses, one row each (standard vs adversarially trained)."),
+            click.option("--attacks", "--attack", "attack", default="pgd", show_default=True, metavar="SPEC",
+                         help="One attack with a random start, e.g. 'pgd[steps=40]'."),
+            click.option("--eps", type=BUDGET, default=None, help="Attack budget. [default: the dataset's training eps]"),
+            click.option("--n", type=click.IntRange(min=1, max=12), default=4, show_default=True,
+                         help="Points (columns): the first N test points."),
+            click.option("--restarts", type=click.IntRange(min=1, max=10_000), default=restarts, show_default=True,
+                         help="Random restarts per point."),
+            click.option("--out", type=click.Path(path_type=Path), default=None,
+                         help="PNG or SVG file. [default: leaderboards/<plot>-<model>-<dataset>-<attack>.png]"),
+            click.option("--quiet", is_flag=True, help="No progress bar while training."),
+        ]
+        for option in reversed(options):
+            command = option(command)
+        return trained_model_options(command)
+    return decorate
+
+
+def _restart_runs(plot: str, *, dataset: str | None, data_dir: Path, model: str, defenses: str, attack: str,
+                  eps: float | None, n: int, restarts: int, out: Path | None, quiet: bool, **training):
+    """The checked output file and, per defense, its label and :func:`plot.restart_losses` on the first ``n`` test points."""
+    import torch
+
+    from . import plot as plotting
+    from .options import split_outside_brackets
+    from .registry import default_registry
+    from .runner import _slug, trained_model
+
+    registry = default_registry()
+    loader = _dataset_loader(dataset, model)
+    budget = loader.default_train_eps if eps is None else eps
+    threat = registry.create("attacks", attack)
+    specs = [spec.strip() for spec in split_outside_brackets(defenses, ",") if spec.strip()]
+    labels = [registry.create("defenses", spec).label for spec in specs]
+    stem = "-".join(_slug(part) for part in (plot, registry.create("models", model).label, loader.name, threat.label))
+    path = out or Path("leaderboards") / f"{stem}.png"
+    plotting.check_output(path)
+    runs = []
+    for spec, label in zip(specs, labels):
+        network, data = trained_model(model=model, defense=spec, dataset=dataset, data_dir=data_dir,
+                                      progress=not quiet, registry=registry, **training)
+        on = next(network.parameters()).device
+        torch.manual_seed(training["seed"])  # the random starts follow from --seed, as in rbl run
+        losses = plotting.restart_losses(network, threat, data.x_test[:n].to(on), data.y_test[:n].to(on), budget,
+                                         restarts)
+        runs.append((f"{model}/{label}", losses))
+    return path, runs, f"{threat.label} at eps={budget:g}, {restarts} random restarts"
+
+
+@plot_group.command("loss-curves", short_help="Loss over the iterations of random restarts (Madry et al., Fig. 1).")
+@_restart_options(restarts=20)
+def plot_loss_curves_command(**options) -> None:
+    """The cross-entropy along the attack's iterations from each random restart, per point and defense."""
+    from . import plot as plotting
+
+    path, runs, what = _restart_runs("loss-curves", **options)
+    click.echo(f"wrote {plotting.loss_curves(runs, path, title=f'cross-entropy along {what}')}")
+
+
+@plot_group.command("loss-histogram", short_help="Final losses of many random restarts (Madry et al., Fig. 2).")
+@_restart_options(restarts=1000)
+def plot_loss_histogram_command(**options) -> None:
+    """The histogram of the final cross-entropy over the random restarts, per point and defense."""
+    from . import plot as plotting
+
+    path, runs, what = _restart_runs("loss-histogram", **options)
+    click.echo(f"wrote {plotting.loss_histograms(runs, path, title=f'final cross-entropy of {what}')}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,7 +25,7 @@ from torch import nn
 # The module, not its names: leaderboard.write calls leaderboard_plots, and the import cycle must resolve.
 from .atomic import atomic_target, ensure_writable
 from .choices import WORST_CASE
-from .attack_utils import frozen
+from .attack_utils import frozen, in_mode_of
 from .errors import UsageError
 from .evaluation import adversarial_predictions, guarded_perturb, model_unchanged, predict
 from .interfaces import Attack
@@ -171,6 +171,52 @@ def rg_scores(ranking: pd.DataFrame, path: Path, title: str | None = None) -> Pa
     degenerate) is hatched and says so. ``ranking`` is :func:`read_ranking`'s. Returns ``path``."""
     check_output(path)
     return _save(_rg_figure(ranking, title), path)
+
+
+class _LossRecorder(nn.Module):
+    """The model, recording each input's cross-entropy at every forward pass an input gradient is taken through."""
+
+    def __init__(self, model: nn.Module, y: torch.Tensor) -> None:
+        super().__init__()
+        self.model, self.y, self.losses = model, y, []
+        in_mode_of(self, model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x)
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.losses.append(torch.nn.functional.cross_entropy(logits.detach(), self.y, reduction="none"))
+        return logits
+
+
+def restart_losses(model: nn.Module, attack: Attack, x: torch.Tensor, y: torch.Tensor, eps: float,
+                   restarts: int) -> torch.Tensor:
+    """The cross-entropy along ``attack``'s iterations from ``restarts`` random starts on each point of
+    ``x``: shape (points, restarts, passes + 1), the last column the loss of the example it returned.
+    ``attack`` is run once on ``restarts`` copies of each point (a PGD with its random start draws a
+    start per copy); the caller seeds it."""
+    copies, labels = x.repeat_interleave(restarts, dim=0), y.repeat_interleave(restarts)
+    recorder = _LossRecorder(model, labels)
+    with model_unchanged(model, f"attack {attack.label!r}"):
+        x_adv = guarded_perturb(recorder, attack, copies, labels, eps)
+        with torch.no_grad():
+            final = torch.nn.functional.cross_entropy(model(x_adv), labels, reduction="none")
+    if not recorder.losses:
+        raise UsageError(f"attack {attack.label!r} took no input gradient: there is no loss along its iterations to plot")
+    return torch.stack([*recorder.losses, final], dim=1).view(len(x), restarts, -1).cpu()
+
+
+def loss_curves(runs: Sequence[tuple[str, torch.Tensor]], path: Path, title: str | None = None) -> Path:
+    """Madry et al.'s Fig. 1: the loss over the iterations of each random restart, one row per
+    (label, :func:`restart_losses`) run, one column per point. Returns ``path``."""
+    check_output(path)
+    return _save(_restarts_figure(runs, title, histogram=False), path)
+
+
+def loss_histograms(runs: Sequence[tuple[str, torch.Tensor]], path: Path, title: str | None = None) -> Path:
+    """Madry et al.'s Fig. 2: the histogram of the final losses of the random restarts, one row per
+    (label, :func:`restart_losses`) run, one column per point, shared x axis per column. Returns ``path``."""
+    check_output(path)
+    return _save(_restarts_figure(runs, title, histogram=True), path)
 
 
 BOUNDARY_GRID = 200  # points per side of the grid the decision regions are drawn from
@@ -472,6 +518,27 @@ def _boundary_figure(models: Sequence[tuple[str, nn.Module]], x: torch.Tensor, y
         axes.scatter(points[:, 0], points[:, 1], c=labels, cmap=colors, vmin=-0.5, vmax=len(classes) - 0.5,
                      s=8, edgecolors="none")
         axes.set(title=label, xlabel="x1", ylabel="x2")
+    if title:
+        figure.suptitle(title)
+    return figure
+
+
+def _restarts_figure(runs: Sequence[tuple[str, torch.Tensor]], title: str | None, histogram: bool) -> Figure:
+    from matplotlib.figure import Figure
+
+    points = runs[0][1].shape[0]
+    figure = Figure(figsize=(3.2 * points, 2.6 * len(runs)), layout="constrained")
+    grid = figure.subplots(len(runs), points, squeeze=False, sharex="col" if histogram else True)
+    for row, (label, losses) in zip(grid, runs):
+        for column, (axes, point) in enumerate(zip(row, losses)):
+            if histogram:
+                axes.hist(point[:, -1].numpy(), bins=40, color="C0")
+                axes.set(xlabel="final cross-entropy", ylabel="restarts")
+            else:
+                for trajectory in point:
+                    axes.plot(trajectory.numpy(), color="C0", alpha=0.4, linewidth=0.8)
+                axes.set(xlabel="iteration", ylabel="cross-entropy")
+            axes.set_title(f"{label}, point {column + 1}", fontsize="small")
     if title:
         figure.suptitle(title)
     return figure

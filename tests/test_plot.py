@@ -334,3 +334,39 @@ def test_rbl_plot_boundary_draws_one_panel_per_defense(tmp_path, capsys):
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 2  # trained as rbl run trains them, and cached
     assert main(["plot", "boundary", "--defenses", "none,nonesuch", "--out", str(out)]) == 2
     assert "unknown defense 'nonesuch'" in capsys.readouterr().err
+
+
+def small_classifier():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    return model.eval().requires_grad_(False)
+
+
+def test_restart_losses_follow_each_random_start_of_the_attack():
+    model = small_classifier()
+    x = torch.rand(3, 4, generator=torch.Generator().manual_seed(1))
+    y = model(x).argmax(1)
+    torch.manual_seed(0)
+    losses = plot.restart_losses(model, rbl.get_attack("pgd[steps=5]"), x, y, 0.1, restarts=7)
+    assert losses.shape == (3, 7, 6)  # a loss at each of the 5 steps' iterates and at the example returned
+    assert not torch.equal(losses[:, 0], losses[:, 1])  # each restart its own random start
+    assert (losses[..., -1] >= losses[..., 0] - 1e-6).all()  # ascending the loss: never below where it started
+    with torch.no_grad():
+        start = torch.nn.functional.cross_entropy(model(x), y, reduction="none")
+    assert (losses[..., 0] <= start[:, None] + 1.0).all()
+    with pytest.raises(rbl.UsageError, match="took no input gradient"):
+        plot.restart_losses(model, rbl.get_attack("square[queries=5]"), x, y, 0.1, restarts=2)
+
+
+def test_rbl_plot_loss_curves_and_histogram_draw_a_row_per_defense(tmp_path):
+    from robustbench_lite.cli import main
+
+    common = ["--models", "mlp", "--dataset", "synthetic[shape=4,classes=3,n_train=64,n_test=16]",
+              "--defenses", "none,at-fgsm", "--epochs", "1", "--eps", "0.1", "--n", "2", "--device", "cpu",
+              "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    for kind, restarts in (("loss-curves", "3"), ("loss-histogram", "20")):
+        out = tmp_path / f"{kind}.png"
+        assert main(["plot", kind, *common, "--restarts", restarts, "--out", str(out)]) == 0
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    runs = [("a", torch.rand(2, 3, 6)), ("b", torch.rand(2, 3, 6))]
+    assert len(plot._restarts_figure(runs, None, histogram=False).axes) == 4  # 2 defenses x 2 points
