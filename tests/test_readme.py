@@ -26,6 +26,8 @@ EXPENSIVE = {
     "rbl bench": "times attacks for minutes (the pytest-benchmark suite covers it)",
     "rbl plot examples": "trains model B on MNIST first",
     "rbl plot confusion": "trains model B on MNIST first",
+    "rbl plot loss-curves": "trains model B on MNIST first, undefended and with at-pgd",
+    "rbl plot loss-histogram": "trains model B on MNIST first, undefended and with at-pgd",
     "rbl lsa": "trains model B on MNIST first",
 }
 NEEDS_A_GPU = "--device cuda"
