@@ -12,9 +12,9 @@ import shutil
 import sys
 import textwrap
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
@@ -24,10 +24,13 @@ from .choices import (
     DEVICES, EXECUTORS, LEADERBOARD_FORMATS, LR_SCHEDULES, PLUGIN_KINDS, PRECISIONS, PROGRESS_MODES, SITE_FORMATS,
 )
 from .errors import RblError, UsageError, unknown_choice
-from .options import real_number
+from .options import real_number, split_spec_list
 
 if TYPE_CHECKING:
     from .interfaces import DatasetLoader
+    from .registry import Registry
+
+Command = TypeVar("Command", bound=Callable)
 
 # The modules behind the commands import torch and pandas: each command imports what it needs when
 # it runs, so that `rbl --help` and `rbl list` stay fast (tests/test_cli_imports.py keeps them so).
@@ -57,6 +60,13 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     print(f"rbl: warning: {message}", file=sys.stderr)
 
 
+def _with_options(command: Command, options: list[Callable[[Command], Command]]) -> Command:
+    """``command`` with ``options`` (click decorators) applied, so that --help lists them in this order."""
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def trained_model_options(command):
     """The options that decide which trained model a command uses (and so its weights-cache entry): one
     declaration for `rbl run`, `rbl plot` and plugins' commands such as `rbl lsa`, so each reaches the
@@ -81,9 +91,7 @@ def trained_model_options(command):
         click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
                      help="Trained-weights cache. [default: $RBL_CACHE_DIR or ~/.cache/robustbench_lite]"),
     ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+    return _with_options(command, options)
 
 
 def _acceleration_options(command):
@@ -95,9 +103,7 @@ def _acceleration_options(command):
         click.option("--channels-last", is_flag=True, help="Weights and image batches in NHWC memory order (cuDNN's fastest convolutions)."),
         click.option("--compile", "compile_model", is_flag=True, help="Run the model through torch.compile."),
     ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+    return _with_options(command, options)
 
 
 def _pop_acceleration(options: dict) -> dict:
@@ -506,9 +512,13 @@ def _attacked_model_options(command):
                      help="PNG or SVG file. [default: leaderboards/<plot>-<model>-<defense>-<dataset>-<attack>.png]"),
         click.option("--quiet", is_flag=True, help="No progress bar while training."),
     ]
-    for option in reversed(options):
-        command = option(command)
-    return trained_model_options(command)
+    return trained_model_options(_with_options(command, options))
+
+
+def _defense_labels(registry: Registry, defenses: str) -> list[str]:
+    """The labels of the comma-separated ``defenses`` (each a spec `trained_model` takes); an unknown
+    name or an empty list is one line, before anything is trained."""
+    return [registry.create("defenses", spec).label for spec in split_spec_list(defenses)]
 
 
 def _dataset_loader(dataset: str | None, model: str) -> DatasetLoader:
@@ -599,18 +609,16 @@ def plot_boundary_command(dataset: str | None, data_dir: Path, model: str, defen
                           out: Path | None, quiet: bool, **training) -> None:
     """Each defense's decision regions over the 2-D input space, with the test points coloured by class."""
     from . import plot as plotting
-    from .options import split_outside_brackets
     from .registry import default_registry
     from .runner import _slug, trained_model
 
     registry = default_registry()
     loader = _dataset_loader(dataset, model)
-    specs = [spec.strip() for spec in split_outside_brackets(defenses, ",") if spec.strip()]
-    labels = [registry.create("defenses", spec).label for spec in specs]  # unknown names: one line, before training
+    labels = _defense_labels(registry, defenses)
     path = out or Path("leaderboards") / f"boundary-{_slug(registry.create('models', model).label)}-{_slug(loader.name)}.png"
     plotting.check_output(path)
-    trained = [trained_model(model=model, defense=spec, dataset=dataset, data_dir=data_dir, progress=not quiet,
-                             registry=registry, **training) for spec in specs]
+    trained = [trained_model(model=model, defense=label, dataset=dataset, data_dir=data_dir, progress=not quiet,
+                             registry=registry, **training) for label in labels]
     data = trained[0][1]
     on = next(trained[0][0].parameters()).device
     written = plotting.decision_boundaries(
@@ -642,9 +650,7 @@ def _restart_options(restarts: int):
                          help="PNG or SVG file. [default: leaderboards/<plot>-<model>-<dataset>-<attack>.png]"),
             click.option("--quiet", is_flag=True, help="No progress bar while training."),
         ]
-        for option in reversed(options):
-            command = option(command)
-        return trained_model_options(command)
+        return trained_model_options(_with_options(command, options))
     return decorate
 
 
@@ -654,7 +660,6 @@ def _restart_runs(plot: str, *, dataset: str | None, data_dir: Path, model: str,
     import torch
 
     from . import plot as plotting
-    from .options import split_outside_brackets
     from .registry import default_registry
     from .runner import _slug, trained_model
 
@@ -662,14 +667,13 @@ def _restart_runs(plot: str, *, dataset: str | None, data_dir: Path, model: str,
     loader = _dataset_loader(dataset, model)
     budget = loader.default_train_eps if eps is None else eps
     threat = registry.create("attacks", attack)
-    specs = [spec.strip() for spec in split_outside_brackets(defenses, ",") if spec.strip()]
-    labels = [registry.create("defenses", spec).label for spec in specs]
+    labels = _defense_labels(registry, defenses)
     stem = "-".join(_slug(part) for part in (plot, registry.create("models", model).label, loader.name, threat.label))
     path = out or Path("leaderboards") / f"{stem}.png"
     plotting.check_output(path)
     runs = []
-    for spec, label in zip(specs, labels):
-        network, data = trained_model(model=model, defense=spec, dataset=dataset, data_dir=data_dir,
+    for label in labels:
+        network, data = trained_model(model=model, defense=label, dataset=dataset, data_dir=data_dir,
                                       progress=not quiet, registry=registry, **training)
         on = next(network.parameters()).device
         torch.manual_seed(training["seed"])  # the random starts follow from --seed, as in rbl run
