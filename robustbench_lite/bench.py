@@ -16,13 +16,15 @@ One implementation behind both ``rbl bench`` and the pytest-benchmark suite in
 * **torchattacks**: the same attack with the same settings in torchattacks, where it has one,
   counted the same way.
 
-Every contender (ours, the bound's three primitives, torchattacks) is warmed up, then timed once
-per round, in turn (the order alternating between rounds), for ``repeats`` rounds, each call from the same seed so that every call does the
-same work: a load that comes and goes slows every contender of a round alike, and a ratio is the
-median of the per-round ratios, with its spread. A ratio whose spread exceeds ``max_spread`` is not
-printed (the table says "unsteady"): on a machine that busy, no single figure would be honest. The model is a freshly initialised network behind the usual normalisation, and the labels
-are its own predictions: every sample starts classified "correctly", so attacks that stop per
-sample once it is fooled do real work. Timings depend on the machine; the pass counts do not.
+Every contender (ours, the bound's three primitives, torchattacks) is warmed up, then timed once per
+round, in turn (the order alternating between rounds), for ``repeats`` rounds, each call from the
+same seed so that every call does the same work: a load that comes and goes slows every contender of
+a round alike, and a ratio is the median of the per-round ratios, with its spread. A ratio whose
+spread exceeds ``max_spread`` is not printed (the table says "unsteady"): on a machine that busy, no
+single figure would be honest. The model is a freshly initialised network behind the usual
+normalisation, and the labels are its own predictions: every sample starts classified "correctly",
+so attacks that stop per sample once it is fooled do real work. Timings depend on the machine; the
+pass counts do not.
 """
 
 from __future__ import annotations
@@ -302,8 +304,24 @@ def torchattacks_counterpart(attack: Attack, model: nn.Module, eps: float) -> An
     return attack.reference(model, eps, NUM_CLASSES)
 
 
+class Throughput:
+    """Images/s of a measurement with ``batch_size``, ``seconds`` and ``bound_seconds`` (an attack's or a training step's)."""
+
+    batch_size: int
+    seconds: float
+    bound_seconds: float
+
+    @property
+    def images_per_s(self) -> float:
+        return self.batch_size / self.seconds
+
+    @property
+    def bound_images_per_s(self) -> float | None:
+        return self.batch_size / self.bound_seconds if self.bound_seconds > 0 else None
+
+
 @dataclass
-class Measurement:
+class Measurement(Throughput):
     """One attack on one model and batch: ours, its physical bound, and torchattacks, timed in
     interleaved rounds. Times in seconds, medians over the rounds; ratios are medians of per-round
     ratios, each with its spread (see :class:`Ratio`)."""
@@ -337,14 +355,6 @@ class Measurement:
     round_seconds: dict[str, list[float]] = field(default_factory=dict)
     torch_threads: int = field(default_factory=torch.get_num_threads)
     acceleration: dict[str, Any] = field(default_factory=dict)  # the model's precision, memory format, compilation
-
-    @property
-    def images_per_s(self) -> float:
-        return self.batch_size / self.seconds
-
-    @property
-    def bound_images_per_s(self) -> float | None:
-        return self.batch_size / self.bound_seconds if self.bound_seconds > 0 else None
 
     @property
     def torchattacks_images_per_s(self) -> float | None:

@@ -22,23 +22,23 @@ import torch.nn.functional as F
 from tabulate import tabulate
 from torch import nn
 
-from .bench import (EPS, MAX_SPREAD, ROUNDS, Contender, Ratio, Workload, check_batch_values, check_models,
-                    interleaved, noise_dataset, parse_model_spec, rate_text, replay, shape_text, spec_list, warm_up)
-from .attack_utils import frozen
+from .bench import (EPS, MAX_SPREAD, ROUNDS, Contender, Ratio, Throughput, Workload, check_batch_values,
+                    check_models, interleaved, noise_dataset, parse_model_spec, pass_contenders, rate_text, replay,
+                    shape_text, spec_list, warm_up)
 from .evaluation import PassCounter
 from .interfaces import Defense, ModelBuilder, TrainingContext
 from .registry import Registry, default_registry
 from .runner import build_model, resolve_device
 
-TRAINING_DEFENSES = "at-pgd,trades,at-apgd"
+TRAINING_DEFENSES = "at-pgd,trades,at-apgd"  # the iterative adversarial trainings, whose inner loops dominate
 # How a training measurement's bound is computed, per round, for the JSON file.
 TRAINING_BOUND = ("(forward_passes - graph_forward_passes - training_forward_passes) * t(forward) + graph_forward_passes"
-                  " * t(graph forward) + input_gradients * max(t(input gradient) - t(graph forward), 0) + "
-                  "training_forward_passes * t(update), the first three on the frozen model, per round")  # the iterative adversarial trainings, whose inner loops dominate
+                  " * t(graph forward) + input_gradients * max(t(forward+backward) - t(graph forward), 0) + "
+                  "training_forward_passes * t(update), the first three on the frozen model, per round")
 
 
 @dataclass
-class TrainingMeasurement:
+class TrainingMeasurement(Throughput):
     """One defense's training step on one model and batch, and its bound. Seconds are medians over the rounds."""
 
     defense: str
@@ -58,14 +58,6 @@ class TrainingMeasurement:
     bound_ratio_spread: float | None = None
     round_seconds: dict[str, list[float]] = field(default_factory=dict)
     torch_threads: int = field(default_factory=torch.get_num_threads)
-
-    @property
-    def images_per_s(self) -> float:
-        return self.batch_size / self.seconds
-
-    @property
-    def bound_images_per_s(self) -> float | None:
-        return self.batch_size / self.bound_seconds if self.bound_seconds > 0 else None
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "images_per_s": self.images_per_s, "bound_images_per_s": self.bound_images_per_s}
@@ -129,32 +121,18 @@ def _training_step(defense: Defense, counted: PassCounter, trainee: _Trainee, ep
 
 
 def _pass_contenders(trainee: _Trainee) -> list[Contender]:
-    """The bound's primitives, on a copy of the model (the training steps change its weights): a plain
-    forward pass, one recording an input gradient's graph, that one with the input gradient, all three on
-    the model frozen as :func:`craft` freezes it for crafting, and a forward+backward to the parameters
-    in train mode (the update)."""
-    model = copy.deepcopy(trainee.model)
+    """The bound's primitives: :func:`~robustbench_lite.bench.pass_contenders` on a copy of the model
+    frozen as :func:`~robustbench_lite.attack_utils.craft` freezes it for crafting, and a forward+backward to the parameters on a
+    train-mode copy (the update); copies, since the training steps change the weights."""
+    crafting = copy.deepcopy(trainee.model).eval().requires_grad_(False)
+    updated = copy.deepcopy(trainee.model)
     x, y = trainee.workload.x, trainee.workload.y
 
-    def forward() -> None:
-        with frozen(model), torch.no_grad():
-            model(x)
-
-    def graph_forward() -> None:
-        with frozen(model):
-            model(x.detach().requires_grad_(True))
-
-    def input_gradient() -> None:
-        with frozen(model):
-            x_var = x.detach().requires_grad_(True)
-            torch.autograd.grad(F.cross_entropy(model(x_var), y), x_var)
-
     def update() -> None:
-        F.cross_entropy(model(x), y).backward()
-        model.zero_grad(set_to_none=True)
+        F.cross_entropy(updated(x), y).backward()
+        updated.zero_grad(set_to_none=True)
 
-    return [Contender(name, call) for name, call in (
-        ("forward", forward), ("graph forward", graph_forward), ("input gradient", input_gradient), ("update", update))]
+    return [*pass_contenders(Workload(trainee.workload.label, crafting, x, y)), Contender("update", update)]
 
 
 def _pass_counts(step: Contender, batch_size: int) -> tuple[float, float, float, float]:
