@@ -84,13 +84,18 @@ def per_input_targets(
         return torch.full_like(y, target)
     if target_rank is None:
         return None
+    return likeliest_wrong_classes(model, x, y, target_rank, f"{attack}: target_rank")[:, -1]
+
+
+def likeliest_wrong_classes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, count: int, what: str) -> torch.Tensor:
+    """Per input its ``count`` highest-scoring wrong classes on the clean input, likeliest first
+    (shape N x count); a model with too few classes is refused, naming ``what`` asked for them."""
     with torch.no_grad():
         logits = model(x)
-    if target_rank >= logits.shape[1]:
-        raise UsageError(f"{attack}: target_rank {target_rank} needs more than {logits.shape[1]} classes")
+    if count >= logits.shape[1]:
+        raise UsageError(f"{what} {count} needs more than {logits.shape[1]} classes")
     # Wrong classes from the highest-scoring down: the true class is ranked last.
-    ranked = logits.scatter(1, y[:, None], -torch.inf).argsort(dim=1, descending=True)
-    return ranked[:, target_rank - 1]
+    return logits.scatter(1, y[:, None], -torch.inf).argsort(dim=1, descending=True)[:, :count]
 
 
 def check_targeting(attack: Attack) -> None:
@@ -116,11 +121,7 @@ class TargetCopies:
 
     @classmethod
     def of(cls, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ranks: int) -> TargetCopies:
-        with torch.no_grad():
-            logits = model(x)
-        if ranks >= logits.shape[1]:
-            raise UsageError(f"target_ranks {ranks} needs more than {logits.shape[1]} classes")
-        ranked = logits.scatter(1, y[:, None], -torch.inf).argsort(dim=1, descending=True)[:, :ranks]
+        ranked = likeliest_wrong_classes(model, x, y, ranks, "target_ranks")
         rows = torch.arange(len(x), device=x.device).repeat(ranks)
         return cls(rows, ranked.t().reshape(-1), ranks)
 
