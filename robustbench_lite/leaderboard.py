@@ -253,7 +253,7 @@ def write(
     drawn = plot.leaderboard_plots(cells, out_dir, name, matched) if plots else {}
     names = plot.leaderboard_plot_names(name, matched is not None)
     paths = {}
-    for suffix, text in render(cells, metadata, name, names).items():
+    for suffix, text in _texts(cells, metadata, name, names, matched).items():
         paths[suffix] = out_dir / f"{name}.{suffix}"
         _write_text(paths[suffix], text)
     return {**paths, **drawn}
@@ -262,6 +262,12 @@ def write(
 def render(cells: pd.DataFrame, metadata: dict[str, Any], name: str, plots: dict[str, str] | None = None) -> dict[str, str]:
     """The leaderboard as the text of each format in :data:`FORMATS`; the Markdown links ``plots`` (kind: file name)."""
     cells, _ = sanity.detached(cells, metadata)
+    return _texts(cells, metadata, name, plots or {}, matched_table(cells, metadata))
+
+
+def _texts(cells: pd.DataFrame, metadata: dict[str, Any], name: str, plots: dict[str, str],
+           matched: pd.DataFrame | None) -> dict[str, str]:
+    """:func:`render`'s texts, from cells without attrs and the run's :func:`matched_table`."""
     table = accuracy_table(cells)
     findings = sanity.check(cells, metadata)
     ranks = ranking(cells, metadata, findings)
@@ -277,11 +283,10 @@ def render(cells: pd.DataFrame, metadata: dict[str, Any], name: str, plots: dict
         ],
         "cells": _records(with_intervals(cells)),
     }
-    matched = matched_table(cells, metadata)
     if matched is not None:
         sidecar["matched"] = _records(matched)
     return {
-        "md": _markdown(name, ranks, table, cells, metadata, findings, plots or {}),
+        "md": _markdown(name, ranks, table, cells, metadata, findings, plots, matched),
         "csv": table.to_csv(index=False, float_format="%.2f"),
         "json": json.dumps(sidecar, indent=2, default=str) + "\n",
     }
@@ -309,6 +314,7 @@ def _markdown(
     metadata: dict[str, Any],
     findings: dict[tuple[str, str], list[sanity.Finding]],
     plots: dict[str, str],
+    matched: pd.DataFrame | None,
 ) -> str:
     data = metadata["dataset"]
     partial = partial_reason(metadata)
@@ -336,7 +342,7 @@ def _markdown(
         *([f"![Robust accuracy vs eps per attack, one panel per model and defense]({plots['accuracy']})", ""]
           if "accuracy" in plots else []),
         *_evaluations_section(cells, metadata),
-        *_matched_section(cells, metadata, plots.get("train-eps")),
+        *_matched_section(matched, metadata, plots.get("train-eps")),
         *_sanity_section(findings),
         "## Robust accuracy (%) per attack and eps",
         "",
@@ -461,9 +467,8 @@ def _evaluations_section(cells: pd.DataFrame, metadata: dict[str, Any]) -> list[
     return lines + [""]
 
 
-def _matched_section(cells: pd.DataFrame, metadata: dict[str, Any], figure: str | None) -> list[str]:
+def _matched_section(matched: pd.DataFrame | None, metadata: dict[str, Any], figure: str | None) -> list[str]:
     """Each defense on natural inputs and under attack at its own training budget; nothing when all share one."""
-    matched = matched_table(cells, metadata)
     if matched is None:
         return []
     grid = [float(eps) for eps in metadata.get("eps", [])]

@@ -468,14 +468,13 @@ def _rg_figure(ranking: pd.DataFrame, title: str | None) -> Figure:
 
     scores = [column for column in ranking.columns if column.startswith("R&G ")]
     scores = [column for column in scores if column != f"R&G {WORST_CASE}"] + [f"R&G {WORST_CASE}"]
-    rows = list(ranking.itertuples(index=False))
-    figure = Figure(figsize=(max(5.0, 1.1 * len(rows) * (len(scores) + 1) / 3), 4.5), layout="constrained")
+    frame = ranking.reset_index(drop=True)
+    unranked = frame["rank"].isna() if "rank" in frame else pd.Series(False, index=frame.index)
+    figure = Figure(figsize=(max(5.0, 1.1 * len(frame) * (len(scores) + 1) / 3), 4.5), layout="constrained")
     axes = figure.subplots()
     width = 0.8 / len(scores)
-    frame = ranking.reset_index(drop=True)
     for index, column in enumerate(scores):
         values = pd.to_numeric(frame[column], errors="coerce")
-        unranked = frame["rank"].isna() if "rank" in frame else pd.Series(False, index=frame.index)
         positions = np.arange(len(frame)) + (index - (len(scores) - 1) / 2) * width
         bars = axes.bar(positions, values.fillna(0.0), width,
                         color="black" if column.endswith(WORST_CASE) else f"C{index % 10}", label=column[4:])
@@ -486,8 +485,8 @@ def _rg_figure(ranking: pd.DataFrame, title: str | None) -> Figure:
             elif hatch:
                 bar.set_hatch("//")
                 bar.set_alpha(0.5)
-    labels = [f"{row.model}/{row.defense}" + ("" if pd.notna(getattr(row, "rank", 1)) else "\n(unranked)")
-              for row in frame.itertuples(index=False)]
+    labels = [f"{model}/{defense}" + ("\n(unranked)" if listed else "")
+              for model, defense, listed in zip(frame["model"], frame["defense"], unranked)]
     axes.set_xticks(np.arange(len(frame)), labels, rotation=30, ha="right", fontsize="small")
     axes.set(ylabel="R&G (sum of accuracies over the ε grid, %)")
     axes.grid(axis="y", alpha=0.3)
